@@ -1,0 +1,406 @@
+"""The agent: registers its resources with the master and runs the tasks it is given.
+
+    master --run_task--> loop --launch--> containerizer (process group, sandbox, isolator)
+    pidfd readable --> reap --> terminal state --> UpdateManager --> master --> framework
+    framework ack --> master --> status_update_ack --> next update of that task
+
+One loop thread owns the task table; HTTP threads read it through `loop.call`.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from meseta import proto
+from meseta.agent import containerizer as cz
+from meseta.agent.detect import agent_resources
+from meseta.agent.isolation import make_isolator
+from meseta.agent.updates import UpdateManager
+from meseta.clock import Clock
+from meseta.config import Flag, duration_flag, parse_port, render_flags
+from meseta.detector import resolve_async
+from meseta.http import HttpServer
+from meseta.log import get_logger
+from meseta.loop import EventLoop, Timer
+from meseta.metrics import Registry
+from meseta.resources import parse_attributes
+from meseta.transport import Dealer, backoff
+
+log = get_logger("meseta.agent")
+
+
+def _attributes(text: str) -> dict:
+    return parse_attributes(text) if text else {}
+
+
+AGENT_FLAGS = (
+    Flag("master", "127.0.0.1:5050", "The master: host:port of its HTTP API, or tcp://host:port."),
+    Flag("ip", "127.0.0.1", "IP address to listen on."),
+    Flag("port", 5051, "HTTP port (the Mesos agent port).", parse_port),
+    Flag("advertise_ip", "", "IP address the master and tasks use for this agent (default: --ip)."),
+    Flag("hostname", "", "Hostname to advertise (default: the machine's name)."),
+    Flag("work_dir", "/tmp/meseta/agent", "Where sandboxes and agent state live."),
+    Flag("resources", "", "Resources in Mesos syntax, overriding detection: 'cpus:4;mem:2048;ports:[31000-32000]'."),
+    Flag("attributes", {}, "Attributes in Mesos syntax: 'rack:r1;zone:a'.", _attributes,
+         lambda a: ";".join(f"{k}:{v}" for k, v in a.items())),
+    Flag("isolation", "auto", "Memory isolation: auto, cgroups (cgroups/mem) or posix (posix/mem)."),
+    duration_flag("executor_shutdown_grace_period", "5secs",
+                  "Default time between SIGTERM and SIGKILL when a task is killed."),
+    duration_flag("status_update_retry_interval_min", "10secs", "First retry of an unacknowledged update."),
+    duration_flag("status_update_retry_interval_max", "10mins", "Longest retry interval."),
+    duration_flag("resource_check_interval", "500ms", "How often posix isolation measures tasks."),
+    Flag("http_threads", 8, "HTTP server threads.", int),
+    Flag("log_level", "info", "debug, info, warning or error."),
+    Flag("log_format", "auto", "json, text, or auto (text on a terminal)."),
+)
+
+
+@dataclass(slots=True)
+class RunningTask:
+    framework: proto.FrameworkInfo
+    info: proto.TaskInfo
+    container_id: str
+    sandbox: str
+    state: str = proto.TASK_STAGING
+    container: Optional[Any] = None
+    kill_requested: bool = False
+    kill_reason: Optional[tuple[str, str, str]] = None     # (state, reason, message) overriding exit
+    kill_timer: Optional[Timer] = None
+    completion_timer: Optional[Timer] = None
+    statuses: list[proto.TaskStatus] = field(default_factory=list)
+
+    @property
+    def framework_id(self) -> str:
+        return self.framework.id or ""
+
+
+class AgentDaemon:
+    def __init__(self, config: Any, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or Clock()
+        self.loop = EventLoop(self.clock, "agent")
+        self.metrics = Registry("meseta_agent")
+        self._launched = self.metrics.counter("tasks_launched_total", "Tasks launched")
+        self._finished = self.metrics.counter("tasks_terminal_total", "Tasks ended", ("state",))
+        self.agent_id: Optional[str] = None
+        self.master_id: Optional[str] = None
+        self.master_info: Optional[proto.MasterInfo] = None
+        self.tasks: dict[tuple[str, str], RunningTask] = {}
+        self.completed: list[RunningTask] = []
+        self.updates = UpdateManager(config.status_update_retry_interval_min,
+                                     config.status_update_retry_interval_max)
+        self.isolator = None
+        self.info: Optional[proto.AgentInfo] = None
+        self.http: Optional[HttpServer] = None
+        self._dealer: Optional[Dealer] = None
+        self._registered = False
+        self._attempt = 0
+        self._last_heard = 0.0
+        self._total_ping_timeout = 75.0
+        self._register_timer: Optional[Timer] = None
+        self._thread = None
+        self.start_time = self.clock.time()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        from meseta.agent.http import create_app
+
+        cfg = self.config
+        os.makedirs(cfg.work_dir, exist_ok=True)
+        self.work_dir = os.path.realpath(cfg.work_dir)
+        self.sandbox_root = os.path.join(self.work_dir, "frameworks")
+        resources = agent_resources(self.work_dir, cfg.resources or None)
+        self.isolator = make_isolator(cfg.isolation, agent_name=f"agent-{uuid.uuid4().hex[:8]}")
+        self.http = HttpServer(create_app(self), cfg.ip, cfg.port, cfg.http_threads, "agent-http")
+        self.http.server.prepare()
+        advertise = cfg.advertise_ip or cfg.ip
+        if advertise in ("0.0.0.0", ""):
+            advertise = "127.0.0.1"
+        self.info = proto.AgentInfo(hostname=cfg.hostname or socket.gethostname(),
+                                    port=self.http.port, resources=resources,
+                                    attributes=dict(cfg.attributes), ip=advertise)
+        self.loop.call_soon_threadsafe(self._connect)
+        self.loop.call_every(0.25, self._tick)
+        self.loop.call_every(cfg.resource_check_interval, self._check_limits)
+        self._thread = self.loop.start_thread()
+        self.http.start_prepared()
+        log.info("agent started", http=f"http://{advertise}:{self.http.port}", master=cfg.master,
+                 resources=str(resources), isolation=self.isolator.name)
+
+    def stop(self, kill_tasks: bool = True) -> None:
+        """SIGTERM: stop serving; by default kill the tasks this agent runs (see `meseta up`)."""
+        log.info("agent stopping", tasks=len(self.tasks))
+        if self.http:
+            self.http.stop()
+        if kill_tasks:
+            self.loop.call(self._kill_all, timeout=10)
+        self.loop.stop()
+        if self._thread:
+            self._thread.join(5)
+        if self._dealer:
+            self._dealer.close()
+        self.loop.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.info.ip}:{self.http.port}"
+
+    def flags(self) -> dict[str, str]:
+        return render_flags(AGENT_FLAGS, self.config)
+
+    def _kill_all(self) -> None:
+        for task in list(self.tasks.values()):
+            if task.container is not None:
+                task.container.signal(signal.SIGKILL)
+                self.isolator.cleanup(task.container_id)
+
+    # -- connection to the master ----------------------------------------------------------------
+
+    def _connect(self) -> None:
+        self._attempt += 1
+        resolve_async(self.config.master, lambda info, error: self.loop.call_soon_threadsafe(
+            lambda: self._resolved(info, error)))
+
+    def _resolved(self, info: proto.MasterInfo | None, error: str) -> None:
+        if info is None:
+            log.warning("no master yet", master=self.config.master, reason=error)
+            self.loop.call_later(backoff(self._attempt, cap=5.0), self._connect)
+            return
+        if self._dealer is not None:
+            self.loop.remove_reader(self._dealer.socket)
+            self._dealer.close()
+        self.master_info = info
+        self._dealer = Dealer(info.router, proto.MASTER_TO_AGENT)
+        self.loop.add_reader(self._dealer.socket, self._on_readable)
+        self._send_registration()
+        self._register_timer = self.loop.call_later(max(2.0, backoff(self._attempt, cap=10.0)),
+                                                    self._registration_timeout)
+
+    def _send_registration(self) -> None:
+        if self.agent_id is None:
+            self._dealer.send(proto.RegisterAgent(proto.PROTOCOL_VERSION, self.info))
+            return
+        self.info.id = self.agent_id
+        records = [proto.TaskRecord(framework_id=t.framework_id, task=t.info, state=t.state,
+                                    framework=t.framework) for t in self.tasks.values()]
+        self._dealer.send(proto.ReregisterAgent(proto.PROTOCOL_VERSION, self.info, records))
+
+    def _registration_timeout(self) -> None:
+        if not self._registered:
+            self._connect()
+
+    def _lost_master(self, why: str) -> None:
+        log.warning("lost the master", reason=why)
+        self._registered = False
+        self._attempt = 0
+        self._connect()
+
+    def _on_readable(self) -> None:
+        if self._dealer is None:
+            return
+        for message in self._dealer.receive():
+            self._last_heard = self.clock.monotonic()
+            self._dispatch(message)
+
+    def _dispatch(self, message: proto.Message) -> None:
+        kind = type(message)
+        if kind is proto.AgentRegistered:
+            self._on_registered(message)
+        elif kind is proto.RunTask:
+            self._run_task(message)
+        elif kind is proto.KillTask:
+            self._kill_task(message.framework_id, message.task_id, message.grace_seconds)
+        elif kind is proto.StatusUpdateAck:
+            self._on_ack(message)
+        elif kind is proto.ShutdownFramework:
+            self._shutdown_framework(message.framework_id)
+        elif kind is proto.FrameworkToExecutor:
+            log.info("framework message dropped: command tasks have no executor to deliver to",
+                     framework_id=message.framework_id, executor_id=message.executor_id)
+        elif kind is proto.Error:
+            self._on_error(message)
+
+    def _on_registered(self, message: proto.AgentRegistered) -> None:
+        if self._register_timer:
+            self._register_timer.cancel()
+        first = self.agent_id is None
+        self.agent_id, self.master_id = message.agent_id, message.master_id
+        self._registered = True
+        self._attempt = 0
+        self._total_ping_timeout = message.total_ping_timeout
+        log.info("registered with master" if first else "reregistered with master",
+                 agent_id=self.agent_id, master_id=self.master_id)
+        for update in self.updates.resend_all(self.clock.monotonic()):
+            self._dealer.send(update)
+
+    def _on_error(self, message: proto.Error) -> None:
+        log.error("master refused us", message=message.message, code=message.code)
+        if message.code == "UNREGISTERED":
+            self._registered = False
+            self._send_registration()
+
+    def _tick(self) -> None:
+        now = self.clock.monotonic()
+        if self._registered and now - self._last_heard > self._total_ping_timeout:
+            self._lost_master("no heartbeat from the master")
+            return
+        if self._registered:
+            self._dealer.send(proto.Heartbeat())
+            for update in self.updates.due(now):
+                self._dealer.send(update)
+
+    # -- tasks ----------------------------------------------------------------------------------
+
+    def _run_task(self, message: proto.RunTask) -> None:
+        framework, info = message.framework, message.task
+        key = (framework.id or "", info.task_id)
+        if key in self.tasks:
+            log.warning("duplicate run_task ignored", task_id=info.task_id)
+            return
+        container_id = str(uuid.uuid4())
+        sandbox = os.path.join(self.sandbox_root, key[0], "executors", info.task_id, "runs", container_id)
+        task = RunningTask(framework, info, container_id, sandbox)
+        self.tasks[key] = task
+        spec = cz.LaunchSpec(
+            container_id=container_id, sandbox=sandbox, shell=info.command.shell,
+            value=info.command.value, arguments=list(info.command.arguments),
+            environment=self._environment(task), user=info.command.user,
+            mem_mb=info.resources.mem, cpus=info.resources.cpus)
+        try:
+            task.container = cz.launch(spec, self.isolator)
+        except cz.LaunchError as exc:
+            self._status(task, proto.TASK_FAILED, str(exc), proto.REASON_CONTAINER_LAUNCH_FAILED)
+            self._finish(task)
+            return
+        self._launched.inc()
+        self.loop.add_reader(task.container, lambda: self._on_exit(task))
+        self._status(task, proto.TASK_STARTING, "")
+        self._status(task, proto.TASK_RUNNING, "", executor_pid=task.container.pid)
+        if info.max_completion_seconds:
+            task.completion_timer = self.loop.call_later(
+                info.max_completion_seconds, lambda: self._terminate(
+                    task, (proto.TASK_FAILED, proto.REASON_MAX_COMPLETION_TIME_REACHED,
+                           "Task exceeded its maximum completion time")))
+
+    def _environment(self, task: RunningTask) -> dict[str, str]:
+        """What Mesos and Marathon give a task, then the framework's own variables on top."""
+        ports = [str(p) for begin, end in task.info.resources.ports for p in range(begin, end + 1)]
+        env = {
+            "HOST": self.info.hostname,
+            "MESOS_TASK_ID": task.info.task_id,
+            "MESOS_FRAMEWORK_ID": task.framework_id,
+            "MESOS_AGENT_ID": self.agent_id or "",
+            "MESOS_EXECUTOR_ID": task.info.task_id,
+            "MESOS_SANDBOX": task.sandbox,
+            "MESOS_DIRECTORY": task.sandbox,
+            "MESOS_AGENT_ENDPOINT": f"{self.info.ip}:{self.info.port}",
+            "PORTS": ",".join(ports),
+        }
+        for index, port in enumerate(ports):
+            env[f"PORT{index}"] = port
+        if ports:
+            env["PORT"] = ports[0]
+        for index, entry in enumerate(((task.info.discovery or {}).get("ports") or {}).get("ports") or []):
+            name = entry.get("name")
+            if name and index < len(ports):
+                env[f"PORT_{name.upper().replace('-', '_')}"] = ports[index]
+        env.update(task.info.command.environment)
+        return env
+
+    def _status(self, task: RunningTask, state: str, message: str, reason: str | None = None,
+                executor_pid: int | None = None) -> None:
+        task.state = state
+        status = proto.TaskStatus(
+            task_id=task.info.task_id, state=state, message=message, source=proto.SOURCE_EXECUTOR,
+            reason=reason, agent_id=self.agent_id, executor_id=task.info.task_id,
+            timestamp=self.clock.time(), uuid=uuid.uuid4().bytes, container_ip=self.info.ip,
+            executor_pid=executor_pid)
+        task.statuses.append(status)
+        update = self.updates.enqueue(task.framework_id, status, self.clock.monotonic())
+        if update is not None and self._registered:
+            self._dealer.send(update)
+
+    def _kill_task(self, framework_id: str, task_id: str, grace: float | None) -> None:
+        task = self.tasks.get((framework_id, task_id))
+        if task is None:
+            log.warning("kill for an unknown task", task_id=task_id, framework_id=framework_id)
+            status = proto.TaskStatus(task_id=task_id, state=proto.TASK_LOST, source=proto.SOURCE_AGENT,
+                                      reason=proto.REASON_TASK_UNKNOWN, agent_id=self.agent_id,
+                                      message="Task is unknown to the agent",
+                                      timestamp=self.clock.time(), uuid=uuid.uuid4().bytes)
+            update = self.updates.enqueue(framework_id, status, self.clock.monotonic())
+            if update is not None and self._registered:
+                self._dealer.send(update)
+            return
+        grace = self.config.executor_shutdown_grace_period if grace is None else grace
+        self._terminate(task, None, grace)
+
+    def _terminate(self, task: RunningTask, override: tuple[str, str, str] | None,
+                   grace: float = 0.0) -> None:
+        if task.container is None or task.kill_requested:
+            return
+        task.kill_requested = True
+        task.kill_reason = override
+        if proto.TASK_KILLING_STATE in task.framework.capabilities and override is None:
+            self._status(task, proto.TASK_KILLING, "")
+        if grace > 0:
+            task.container.signal(signal.SIGTERM)
+            task.kill_timer = self.loop.call_later(grace, lambda: task.container.signal(signal.SIGKILL))
+        else:
+            task.container.signal(signal.SIGKILL)
+
+    def _check_limits(self) -> None:
+        for task in list(self.tasks.values()):
+            if task.container is None or task.kill_requested:
+                continue
+            limitation = self.isolator.check(task.container)
+            if limitation is not None:
+                log.warning("task exceeded its limits", task_id=task.info.task_id, reason=limitation.message)
+                self._terminate(task, (proto.TASK_FAILED, limitation.reason, limitation.message))
+
+    def _on_exit(self, task: RunningTask) -> None:
+        exit_info = task.container.reap()
+        if exit_info is None:
+            return
+        self.loop.remove_reader(task.container)
+        for timer in (task.kill_timer, task.completion_timer):
+            if timer:
+                timer.cancel()
+        limitation = self.isolator.limitation_after_exit(task.container)
+        if task.kill_reason is not None:
+            state, reason, message = task.kill_reason
+        else:
+            state, reason, message = cz.terminal_state(exit_info, task.kill_requested, limitation)
+        self.isolator.cleanup(task.container_id)
+        self._status(task, state, message, reason)
+        self._finish(task)
+
+    def _finish(self, task: RunningTask) -> None:
+        self._finished.labels(task.state).inc()
+        self.tasks.pop((task.framework_id, task.info.task_id), None)
+        self.completed.append(task)
+        del self.completed[:-1000]
+        log.info("task ended", task_id=task.info.task_id, framework_id=task.framework_id,
+                 state=task.state)
+
+    def _on_ack(self, message: proto.StatusUpdateAck) -> None:
+        matched, following = self.updates.acknowledge(message.framework_id, message.task_id,
+                                                      message.uuid, self.clock.monotonic())
+        if following is not None and self._registered:
+            self._dealer.send(following)
+
+    def _shutdown_framework(self, framework_id: str) -> None:
+        for (fid, _), task in list(self.tasks.items()):
+            if fid == framework_id:
+                self._terminate(task, None, self.config.executor_shutdown_grace_period)
+        self.updates.forget_framework(framework_id)
+
+    # -- HTTP threads ---------------------------------------------------------------------------
+
+    def read(self, fn, timeout: float = 10.0):
+        return self.loop.call(lambda: fn(self), timeout)

@@ -1,0 +1,123 @@
+"""`meseta`: the daemons, the embedded cluster and the client commands.
+
+    meseta master [--flag=value ...]       a master (flags in Mesos's spellings; --help)
+    meseta agent  [--flag=value ...]       an agent
+    meseta up [--agents N]                 master + N agents in one process, until Ctrl-C
+    meseta agent list | framework list | task list|kill|log   (client commands, --json)
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from typing import Any, Callable, Sequence
+
+import click
+
+from meseta import __version__
+from meseta.config import ConfigError, Flag, load_config, usage
+from meseta.log import setup_logging
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run_daemon(command: str, flags: Sequence[Flag], argv: Sequence[str],
+                factory: Callable[[Any], Any]) -> None:
+    if any(arg in ("--help", "-h") for arg in argv):
+        click.echo(usage(command, flags))
+        return
+    try:
+        config = load_config(flags, argv, os.environ)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    setup_logging("warning" if getattr(config, "quiet", False) else config.log_level, config.log_format)
+    daemon = factory(config)
+    try:
+        daemon.start()
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"{command} failed to start: {exc}") from None
+    _wait_for_signal()
+    daemon.stop()
+
+
+class _DaemonOrGroup(click.Group):
+    """`meseta agent --flags` runs the daemon; `meseta agent list` is a client command."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] in self.commands:
+            return super().parse_args(ctx, args)
+        ctx.meta["daemon_args"] = list(args)
+        ctx.invoked_subcommand = None
+        return []
+
+    def invoke(self, ctx: click.Context) -> Any:
+        if "daemon_args" in ctx.meta:
+            return ctx.invoke(self.callback, **ctx.params)
+        return super().invoke(ctx)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="meseta")
+def main() -> None:
+    """Meseta: a resource-offer cluster manager in the Mesos family."""
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def master(args: tuple[str, ...]) -> None:
+    """Run a master (meseta master --help for its flags)."""
+    from meseta.master.daemon import MASTER_FLAGS, MasterDaemon
+    _run_daemon("master", MASTER_FLAGS, args, MasterDaemon)
+
+
+@main.group(cls=_DaemonOrGroup, invoke_without_command=True,
+            context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.pass_context
+def agent(ctx: click.Context) -> None:
+    """Run an agent (meseta agent --help), or `meseta agent list`."""
+    if "daemon_args" in ctx.meta:
+        from meseta.agent.daemon import AGENT_FLAGS, AgentDaemon
+        _run_daemon("agent", AGENT_FLAGS, ctx.meta["daemon_args"], AgentDaemon)
+
+
+@main.command()
+@click.option("--agents", default=1, show_default=True, help="Local agents to start.")
+@click.option("--ip", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5050, show_default=True, help="Master HTTP port; agents use the next ports.")
+@click.option("--work_dir", "--work-dir", default="", help="Where state and sandboxes live (default: a temp dir).")
+@click.option("--resources", default="", help="Resources of each agent, in Mesos syntax.")
+@click.option("--log_level", "--log-level", default="info", show_default=True)
+def up(agents: int, ip: str, port: int, work_dir: str, resources: str, log_level: str) -> None:
+    """The embedded single-node cluster: a standalone master and local agents."""
+    from meseta.embedded import Cluster, ClusterSpec
+    setup_logging(log_level, "auto")
+    cluster = Cluster(ClusterSpec(agents=agents, ip=ip, port=port, work_dir=work_dir,
+                                  resources=resources))
+    try:
+        cluster.start()
+    except OSError as exc:
+        raise click.ClickException(f"cannot start the cluster: {exc}") from None
+    click.echo(cluster.describe())
+    click.echo("Press Ctrl-C to stop.")
+    _wait_for_signal()
+    click.echo("stopping...")
+    cluster.stop()
+
+
+from meseta import client  # noqa: E402  (registers the client commands on the groups above)
+
+client.register(main, agent)
+
+if __name__ == "__main__":
+    sys.exit(main())

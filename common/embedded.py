@@ -1,0 +1,81 @@
+"""The embedded cluster behind `meseta up`: a standalone master and local agents in one
+process, each daemon on its own loop thread. Tests use it too (`meseta.testing`)."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+from meseta.config import load_config
+
+
+@dataclass
+class ClusterSpec:
+    agents: int = 1
+    ip: str = "127.0.0.1"
+    port: int = 5050                 # master HTTP; 0 = free ports everywhere (tests)
+    work_dir: str = ""
+    resources: str = ""
+    master_flags: tuple[str, ...] = ()
+    agent_flags: tuple[str, ...] = ()
+
+
+class Cluster:
+    def __init__(self, spec: ClusterSpec) -> None:
+        self.spec = spec
+        self.master: Any = None
+        self.agents: list[Any] = []
+        self._own_dir = not spec.work_dir
+        self.work_dir = spec.work_dir or tempfile.mkdtemp(prefix="meseta-")
+
+    def start(self) -> "Cluster":
+        from meseta.agent.daemon import AGENT_FLAGS, AgentDaemon
+        from meseta.master.daemon import MASTER_FLAGS, MasterDaemon
+
+        spec = self.spec
+        free = spec.port == 0
+        master_argv = [f"--ip={spec.ip}", f"--port={spec.port}",
+                       f"--work_dir={os.path.join(self.work_dir, 'master')}"]
+        if free:
+            master_argv += ["--native_port=0", "--publisher_port=0"]
+        self.master = MasterDaemon(load_config(MASTER_FLAGS, master_argv + list(spec.master_flags), {}))
+        self.master.start()
+        try:
+            for index in range(spec.agents):
+                argv = [f"--master={spec.ip}:{self.master.http.port}", f"--ip={spec.ip}",
+                        f"--port={0 if free else spec.port + 1 + index}",
+                        f"--work_dir={os.path.join(self.work_dir, f'agent{index}')}"]
+                if spec.resources:
+                    argv.append(f"--resources={spec.resources}")
+                agent = AgentDaemon(load_config(AGENT_FLAGS, argv + list(spec.agent_flags), {}))
+                agent.start()
+                self.agents.append(agent)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for agent in self.agents:
+            agent.stop()
+        self.agents.clear()
+        if self.master is not None:
+            self.master.stop()
+            self.master = None
+        if self._own_dir:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    @property
+    def master_address(self) -> str:
+        return f"{self.spec.ip}:{self.master.http.port}"
+
+    def describe(self) -> str:
+        lines = [f"Meseta cluster (work dir {self.work_dir})",
+                 f"  master   {self.master.url}   (state: {self.master.url}/master/state)",
+                 f"           native {self.master.core.info.router}, event bus {self.master.core.info.publisher}"]
+        for index, agent in enumerate(self.agents):
+            lines.append(f"  agent {index}  {agent.url}")
+        lines.append(f"  frameworks connect with --master {self.master_address}")
+        return "\n".join(lines)
