@@ -1,0 +1,144 @@
+"""Real daemons as child processes on 127.0.0.1, for integration tests and benchmarks.
+
+    with ProcessCluster(agents=2, tmp_path) as cluster:
+        cluster.master_address       # "127.0.0.1:<port>"
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any, Sequence
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONSAFEPATH"] = "1"       # the repo root must never be on sys.path (./dns)
+    env.setdefault("MESETA_LOG_FORMAT", "json")
+    env.update(extra or {})
+    return env
+
+
+def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+def get_json(url: str, timeout: float = 5.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+class Daemon:
+    """One `meseta <command>` child process with its log in a file."""
+
+    def __init__(self, command: str, args: Sequence[str], log_path: str, http_port: int) -> None:
+        self.command = command
+        self.http_port = http_port
+        self.log_path = log_path
+        self._log = open(log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "meseta.cli", command, *args], env=child_env(),
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{http_port}"
+
+    def wait_ready(self, timeout: float = 20.0) -> "Daemon":
+        wait_http(self.url + "/health", timeout, self.proc)
+        return self
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        self.signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+        finally:
+            self._log.close()
+
+    def log(self) -> str:
+        with open(self.log_path, "rb") as handle:
+            return handle.read().decode(errors="replace")
+
+
+class ProcessCluster:
+    def __init__(self, work_dir: str, agents: int = 1, agent_resources: str = "",
+                 master_args: Sequence[str] = (), agent_args: Sequence[str] = ()) -> None:
+        self.work_dir = str(work_dir)
+        self.agent_count = agents
+        self.agent_resources = agent_resources
+        self.master_args = list(master_args)
+        self.agent_args = list(agent_args)
+        self.master: Daemon | None = None
+        self.agents: list[Daemon] = []
+
+    def start(self) -> "ProcessCluster":
+        port = free_port()
+        self.master = Daemon("master", [
+            "--ip=127.0.0.1", f"--port={port}", f"--native_port={free_port()}",
+            f"--publisher_port={free_port()}", f"--work_dir={self.work_dir}/master",
+            "--allocation_interval=100ms", *self.master_args],
+            os.path.join(self.work_dir, "master.log"), port).wait_ready()
+        for index in range(self.agent_count):
+            self.add_agent(index)
+        self.wait_agents(self.agent_count)
+        return self
+
+    def add_agent(self, index: int, extra: Sequence[str] = ()) -> Daemon:
+        port = free_port()
+        args = [f"--master={self.master_address}", "--ip=127.0.0.1", f"--port={port}",
+                f"--work_dir={self.work_dir}/agent{index}", f"--hostname=agent{index}",
+                *self.agent_args, *extra]
+        if self.agent_resources:
+            args.append(f"--resources={self.agent_resources}")
+        agent = Daemon("agent", args, os.path.join(self.work_dir, f"agent{index}.log"), port).wait_ready()
+        self.agents.append(agent)
+        return agent
+
+    def wait_agents(self, count: int, timeout: float = 20.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            slaves = get_json(self.master.url + "/master/slaves")["slaves"]
+            if len([s for s in slaves if s["active"]]) >= count:
+                return slaves
+            time.sleep(0.05)
+        raise TimeoutError(f"{count} agents did not register within {timeout}s")
+
+    @property
+    def master_address(self) -> str:
+        return f"127.0.0.1:{self.master.http_port}"
+
+    def stop(self) -> None:
+        for agent in self.agents:
+            agent.stop()
+        if self.master:
+            self.master.stop()
+
+    def __enter__(self) -> "ProcessCluster":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
