@@ -266,15 +266,18 @@ class AgentDaemon:
         sandbox = os.path.join(self.sandbox_root, key[0], "executors", info.task_id, "runs", container_id)
         task = RunningTask(framework, info, container_id, sandbox)
         self.tasks[key] = task
-        spec = cz.LaunchSpec(
-            container_id=container_id, sandbox=sandbox, shell=info.command.shell,
-            value=info.command.value, arguments=list(info.command.arguments),
-            environment=self._environment(task), user=info.command.user,
-            mem_mb=info.resources.mem, cpus=info.resources.cpus)
         try:
+            spec = cz.LaunchSpec(
+                container_id=container_id, sandbox=sandbox, shell=info.command.shell,
+                value=info.command.value, arguments=list(info.command.arguments),
+                environment=self._environment(task), user=info.command.user,
+                mem_mb=info.resources.mem, cpus=info.resources.cpus)
             task.container = cz.launch(spec, self.isolator)
-        except cz.LaunchError as exc:
-            self._status(task, proto.TASK_FAILED, str(exc), proto.REASON_CONTAINER_LAUNCH_FAILED)
+        except Exception as exc:   # whatever went wrong, the framework hears about it
+            if not isinstance(exc, cz.LaunchError):
+                log.exception("launch failed", task_id=info.task_id)
+            self._status(task, proto.TASK_FAILED, f"Failed to launch container: {exc}",
+                         proto.REASON_CONTAINER_LAUNCH_FAILED)
             self._finish(task)
             return
         self._launched.inc()
@@ -289,7 +292,7 @@ class AgentDaemon:
 
     def _environment(self, task: RunningTask) -> dict[str, str]:
         """What Mesos and Marathon give a task, then the framework's own variables on top."""
-        ports = [str(p) for begin, end in task.info.resources.ports for p in range(begin, end + 1)]
+        ports = [str(p) for begin, end in task.info.resources.ports() for p in range(begin, end + 1)]
         env = {
             "HOST": self.info.hostname,
             "MESOS_TASK_ID": task.info.task_id,

@@ -41,6 +41,7 @@ class EventLoop:
         self.name = name
         self._poller = zmq.Poller()
         self._readers: dict[Any, Callable[[], Any]] = {}
+        self._keys: dict[int, Any] = {}
         self._timers: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
         self._inbox: deque[Callable[[], Any]] = deque()
@@ -52,13 +53,20 @@ class EventLoop:
     # -- registration -----------------------------------------------------------------------
 
     def add_reader(self, source: Any, callback: Callable[[], Any]) -> None:
-        """source: a zmq socket, an int fd or an object with fileno()."""
-        self._readers[source] = callback
-        self._poller.register(source, zmq.POLLIN)
+        """source: a zmq socket, an int fd or an object with fileno().
+
+        zmq.Poller reports plain fds as ints, so those are keyed by fd; the fd is remembered,
+        so a reader can be removed after its object closed the descriptor.
+        """
+        key = source if isinstance(source, (zmq.Socket, int)) else source.fileno()
+        self._keys[id(source)] = key
+        self._readers[key] = callback
+        self._poller.register(key, zmq.POLLIN)
 
     def remove_reader(self, source: Any) -> None:
-        if self._readers.pop(source, None) is not None:
-            self._poller.unregister(source)
+        key = self._keys.pop(id(source), None)
+        if key is not None and self._readers.pop(key, None) is not None:
+            self._poller.unregister(key)
 
     def call_later(self, delay: float, fn: Callable[[], Any]) -> Timer:
         timer = Timer(self.clock.monotonic() + max(0.0, delay), fn, None)

@@ -272,6 +272,7 @@ class Master:
             task.unreachable_time = agent.unreachable_time
             self._master_update(framework, task, state, proto.REASON_AGENT_REMOVED,
                                 f"Agent {agent.id} is unreachable: {why}")
+            self._release(task)      # as Mesos: an unreachable agent's resources leave the cluster
             framework.tasks.pop(task_id, None)
             framework.unreachable_tasks[task_id] = task
         for framework in self.frameworks.values():
@@ -360,7 +361,9 @@ class Master:
                 self._send(agent.peer, proto.ShutdownFramework(framework.id))
                 agents_told.add(agent.id)
             if task.state not in proto.TERMINAL_STATES:
-                self._set_state(framework, task, proto.TASK_KILLED, self.clock.time())
+                now = self.clock.time()
+                self._record_status(task, StatusRecord(proto.TASK_KILLED, now))
+                self._set_state(framework, task, proto.TASK_KILLED, now)
             self._complete(framework, task)
         if framework.peer:
             self.peers.pop(framework.peer, None)
@@ -537,12 +540,19 @@ class Master:
         latest = msg.latest_state or status.state
         task.status_update_state = status.state
         task.status_update_uuid = status.uuid
-        if not task.statuses or task.statuses[-1].state != status.state or status.healthy is not None:
-            task.statuses.append(StatusRecord(status.state, status.timestamp or self.clock.time(),
-                                              status.healthy, dict(status.labels), status.container_ip))
+        self._record_status(task, StatusRecord(status.state, status.timestamp or self.clock.time(),
+                                               status.healthy, dict(status.labels), status.container_ip))
         self._set_state(framework, task, latest, status.timestamp or self.clock.time(), agent)
         if framework.connected:
             self._send(framework.peer, proto.Update(status))
+
+    @staticmethod
+    def _record_status(task: Task, record: StatusRecord) -> None:
+        # As Mesos: a status in the same state as the last replaces it (a newer IP or health).
+        if task.statuses and task.statuses[-1].state == record.state:
+            task.statuses[-1] = record
+        else:
+            task.statuses.append(record)
 
     def _set_state(self, framework: Framework, task: Task, state: str, timestamp: float,
                    agent: Agent | None = None) -> None:
@@ -606,7 +616,7 @@ class Master:
                        message: str) -> None:
         """A master-generated update: no uuid, not retried (frameworks reconcile)."""
         now = self.clock.time()
-        task.statuses.append(StatusRecord(state, now))
+        self._record_status(task, StatusRecord(state, now))
         self._set_state(framework, task, state, now)
         if framework.connected:
             self._send(framework.peer, proto.Update(proto.TaskStatus(

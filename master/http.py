@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import socket
 import struct
-import time
 from typing import Any
 
 from flask import Flask, Response, request
@@ -15,9 +14,6 @@ from flask import Flask, Response, request
 from meseta import __version__, proto
 from meseta.http import base_app, json_response, metrics_response, text_error
 from meseta.master import views
-
-BUILD_TIME = time.time()
-
 
 def _both(app: Flask, path: str, endpoint: str, methods=("GET",)):
     def register(fn):
@@ -41,7 +37,7 @@ def master_info_json(info: proto.MasterInfo) -> dict:
     packed = socket.inet_aton(info.ip) if _is_ipv4(info.ip) else b"\0\0\0\0"
     return {
         "id": info.id, "ip": struct.unpack("<I", packed)[0], "port": info.port,
-        "pid": f"master@{info.ip}:{info.port}", "hostname": info.hostname,
+        "pid": views.master_pid(info), "hostname": info.hostname,
         "version": info.version,
         "address": {"hostname": info.hostname, "ip": info.ip, "port": info.port},
         "capabilities": [{"type": "AGENT_UPDATE"}],
@@ -67,11 +63,8 @@ def create_app(daemon: Any) -> Flask:
 
     @app.route("/version")
     def version() -> Response:
-        return json_response({
-            "version": proto.MESOS_VERSION, "build_date": time.strftime(
-                "%Y-%m-%d %H:%M:%S", time.gmtime(BUILD_TIME)),
-            "build_time": int(BUILD_TIME), "build_user": "meseta",
-            "meseta_version": __version__})
+        return json_response(dict(views.build_info(), version=proto.MESOS_VERSION,
+                                  meseta_version=__version__))
 
     @_both(app, "/flags", "flags")
     def flags() -> Response:

@@ -138,12 +138,16 @@ class Framework:
 
 
 def add_to(mapping: dict[str, Resources], key: str, res: Resources) -> None:
-    mapping[key] = mapping.get(key, Resources()) + res
+    """Per-framework totals keep scalar quantities only: what DRF needs, and ranges from
+    different agents (the same ports on two hosts) cannot be summed."""
+    mapping[key] = mapping.get(key, Resources()) + Resources(scalars=res.scalars)
 
 
 def take_from(mapping: dict[str, Resources], key: str, res: Resources) -> None:
-    remaining = mapping.get(key, Resources()) - res
+    current = mapping.get(key, Resources()).scalars
+    remaining = {name: value - res.scalars.get(name, 0.0) for name, value in current.items()}
+    remaining = {name: value for name, value in remaining.items() if value > 1e-9}
     if remaining:
-        mapping[key] = remaining
+        mapping[key] = Resources(scalars=remaining)
     else:
         mapping.pop(key, None)
