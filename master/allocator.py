@@ -122,9 +122,6 @@ class Filter:
     resources: Resources
     expires_at: float
 
-    def live(self, now: float) -> bool:
-        return self.expires_at > now
-
 
 @dataclass(frozen=True, slots=True)
 class _RoleFilters:
@@ -139,13 +136,17 @@ class _RoleFilters:
     def of(cls, by_framework: Mapping[str, Filter]) -> _RoleFilters:
         meet = None
         for one in by_framework.values():
-            refused = one.resources
-            if meet is None or meet is refused:
-                meet = refused
-            elif not refused.contains(meet):
-                meet = meet.meet(refused)
-        earliest = min(f.expires_at for f in by_framework.values())
+            meet = one.resources if meet is None else _meet(meet, one.resources)
+        earliest = min(one.expires_at for one in by_framework.values())
         return cls(by_framework, frozenset(by_framework), meet, earliest)
+
+    def adding(self, new: Filter) -> _RoleFilters:
+        """These filters plus `new` (replacing the framework's earlier one, if any)."""
+        if new.framework_id in self.by_framework:
+            return _RoleFilters.of({**self.by_framework, new.framework_id: new})
+        return _RoleFilters({**self.by_framework, new.framework_id: new},
+                            self.frameworks | {new.framework_id},
+                            _meet(self.meet, new.resources), min(self.earliest, new.expires_at))
 
     def blocks_all(self, frameworks: frozenset[str], offerable: Resources, now: float) -> bool:
         """Do these filters refuse `offerable` to every one of `frameworks`? (False: maybe not.)"""
@@ -157,10 +158,15 @@ class _RoleFilters:
         return one is not None and one.expires_at > now and one.resources.contains(offerable)
 
 
+def _meet(a: Resources, b: Resources) -> Resources:
+    return a if a is b or b.contains(a) else a.meet(b)
+
+
 class Filters:
     """An immutable collection of offer filters, at most one per (framework, agent, role).
 
-    Indexed by agent, then role, because the allocator asks per agent.
+    Indexed by agent, then role, because the allocator asks per agent. `_earliest` is a lower
+    bound on the first expiry, so `expire` costs nothing until a filter may have expired.
     """
 
     __slots__ = ("_agents", "_earliest", "_count")
@@ -169,21 +175,22 @@ class Filters:
         grouped: dict[str, dict[str, dict[str, Filter]]] = {}
         for one in filters:
             grouped.setdefault(one.agent_id, {}).setdefault(one.role, {})[one.framework_id] = one
-        agents = {agent: {role: _RoleFilters.of(by_fw) for role, by_fw in roles.items()}
-                  for agent, roles in grouped.items()}
-        self._set(agents)
+        built = Filters._of({agent: {role: _RoleFilters.of(by_fw) for role, by_fw in roles.items()}
+                             for agent, roles in grouped.items()})
+        self._agents, self._earliest, self._count = built._agents, built._earliest, built._count
 
     @classmethod
-    def _of(cls, agents: dict[str, dict[str, _RoleFilters]]) -> Filters:
+    def _of(cls, agents: dict[str, dict[str, _RoleFilters]], earliest: float | None = None,
+            count: int | None = None) -> Filters:
         self = object.__new__(cls)
-        self._set(agents)
-        return self
-
-    def _set(self, agents: dict[str, dict[str, _RoleFilters]]) -> None:
         self._agents = agents
-        every_role = [rf for roles in agents.values() for rf in roles.values()]
-        self._earliest = min((rf.earliest for rf in every_role), default=math.inf)
-        self._count = sum(len(rf.by_framework) for rf in every_role)
+        if earliest is None or count is None:
+            every_role = [rf for roles in agents.values() for rf in roles.values()]
+            earliest = min((rf.earliest for rf in every_role), default=math.inf)
+            count = sum(len(rf.by_framework) for rf in every_role)
+        self._earliest = earliest
+        self._count = count
+        return self
 
     def __len__(self) -> int:
         return self._count
@@ -203,14 +210,6 @@ class Filters:
     def _on(self, agent_id: str) -> Mapping[str, _RoleFilters] | None:
         return self._agents.get(agent_id)
 
-    def _replace(self, agent_id: str, roles: dict[str, _RoleFilters]) -> Filters:
-        agents = dict(self._agents)
-        if roles:
-            agents[agent_id] = roles
-        else:
-            agents.pop(agent_id, None)
-        return Filters._of(agents)
-
 
 def refuse(filters: Filters, framework_id: str, agent_id: str, role: str, resources: Resources,
            refuse_seconds: float | None, now: float, allocation_interval: float) -> Filters:
@@ -219,6 +218,7 @@ def refuse(filters: Filters, framework_id: str, agent_id: str, role: str, resour
     Mesos's rules: None or negative refuse_seconds -> 5 s; 0 -> no filter; capped at 365 days;
     the filter lasts at least one allocation interval. Replaces an earlier filter on the same
     (framework, agent, role): the latest decision is the framework's current wish.
+    Costs a copy of the per-agent index and of that (agent, role)'s filters.
     """
     seconds = _refuse_duration(refuse_seconds)
     if seconds == 0 or not resources:
@@ -226,10 +226,10 @@ def refuse(filters: Filters, framework_id: str, agent_id: str, role: str, resour
     new = Filter(framework_id, agent_id, role, resources, now + max(seconds, allocation_interval))
     roles = dict(filters._on(agent_id) or {})
     old = roles.get(role)
-    by_framework = dict(old.by_framework) if old else {}
-    by_framework[framework_id] = new
-    roles[role] = _RoleFilters.of(by_framework)
-    return filters._replace(agent_id, roles)
+    roles[role] = old.adding(new) if old else _RoleFilters.of({framework_id: new})
+    replaced = old is not None and framework_id in old.by_framework
+    return Filters._of({**filters._agents, agent_id: roles},
+                       min(filters._earliest, new.expires_at), filters._count + (not replaced))
 
 
 def _refuse_duration(refuse_seconds: float | None) -> float:
@@ -239,10 +239,13 @@ def _refuse_duration(refuse_seconds: float | None) -> float:
 
 
 def expire(filters: Filters, now: float) -> Filters:
-    """Filters without those that expired at or before `now` (the same object if none did)."""
+    """Filters without those that expired at or before `now` (the same object if none can have)."""
     if filters._earliest > now:
         return filters
-    return _keep(filters, lambda role, one: one.expires_at > now)
+    kept = _prune(filters, lambda role, rf: rf if rf.earliest > now else
+                  {fw: one for fw, one in rf.by_framework.items() if one.expires_at > now})
+    # Nothing expired, but the lower bound was stale: store the exact one.
+    return Filters._of(filters._agents) if kept is filters else kept
 
 
 def revive(filters: Filters, framework_id: str, roles: Iterable[str] | None = None) -> Filters:
@@ -251,31 +254,41 @@ def revive(filters: Filters, framework_id: str, roles: Iterable[str] | None = No
     None or an empty list means every role, as in Mesos's REVIVE call.
     """
     wanted = frozenset(roles or ()) or None
-    return _keep(filters, lambda role, one: one.framework_id != framework_id
-                 or (wanted is not None and role not in wanted))
+
+    def without_framework(role: str, rf: _RoleFilters) -> _RoleFilters | dict[str, Filter]:
+        if framework_id not in rf.frameworks or (wanted is not None and role not in wanted):
+            return rf
+        return {fw: one for fw, one in rf.by_framework.items() if fw != framework_id}
+
+    return _prune(filters, without_framework)
 
 
 def drop_agent(filters: Filters, agent_id: str) -> Filters:
     """Filters without any on a removed agent."""
     if filters._on(agent_id) is None:
         return filters
-    return filters._replace(agent_id, {})
+    agents = dict(filters._agents)
+    dropped = sum(len(rf.by_framework) for rf in agents.pop(agent_id).values())
+    return Filters._of(agents, filters._earliest, filters._count - dropped)
 
 
-def _keep(filters: Filters, keep) -> Filters:
-    """Filters holding only those for which keep(role, filter); the same object if that is all."""
+def _prune(filters: Filters, prune) -> Filters:
+    """Apply prune(role, rf) -> rf unchanged, or the filters to keep, to every (agent, role).
+
+    Returns the same object when nothing changed.
+    """
     agents: dict[str, dict[str, _RoleFilters]] = {}
     changed = False
     for agent_id, roles in filters._agents.items():
         kept_roles = {}
         for role, rf in roles.items():
-            kept = {fw: one for fw, one in rf.by_framework.items() if keep(role, one)}
-            if len(kept) == len(rf.by_framework):
+            kept = prune(role, rf)
+            if kept is rf:
                 kept_roles[role] = rf
-            else:
-                changed = True
-                if kept:
-                    kept_roles[role] = _RoleFilters.of(kept)
+                continue
+            changed = True
+            if kept:
+                kept_roles[role] = _RoleFilters.of(kept)
         if kept_roles:
             agents[agent_id] = kept_roles
     return Filters._of(agents) if changed else filters
@@ -333,6 +346,10 @@ class _Sorter:
                 current[entry[2]] = None
                 return entry[2]
         return None
+
+    def take(self, name: str) -> None:
+        """Take a client out wherever it is in the heap (its entry goes stale)."""
+        self.current[name] = None
 
     def push(self, name: str) -> None:
         entry = self.current[name] = (self.share[name] / self.weight[name], self.count[name], name)
@@ -463,19 +480,30 @@ class _Cycle:
 
     def _pick(self, state: _Role, offerable: Resources, filters: _RoleFilters | None) -> str | None:
         """The first framework in DRF order that may have `offerable`, taken out of its heap."""
-        fits = allocatable(offerable, self.minimums)
-        if not fits and not state.minimums:
-            return None
+        if not allocatable(offerable, self.minimums):
+            return self._pick_by_own_minimums(state, offerable, filters)
         if filters is not None and filters.blocks_all(state.eligible, offerable, self.now):
             return None
         sorter, skipped, chosen = state.sorter, [], None
         while (framework_id := sorter.pop()) is not None:
             own_minimums = state.minimums.get(framework_id)
-            ok = fits if own_minimums is None else allocatable(offerable, own_minimums)
-            if ok and (filters is None or not filters.blocks(framework_id, offerable, self.now)):
+            if ((own_minimums is None or allocatable(offerable, own_minimums))
+                    and (filters is None or not filters.blocks(framework_id, offerable, self.now))):
                 chosen = framework_id
                 break
             skipped.append(framework_id)
         for framework_id in skipped:
             sorter.push(framework_id)
+        return chosen
+
+    def _pick_by_own_minimums(self, state: _Role, offerable: Resources,
+                              filters: _RoleFilters | None) -> str | None:
+        """Below the common minimum only frameworks with their own, lower one may take it."""
+        takers = [fw for fw, own_minimums in state.minimums.items()
+                  if allocatable(offerable, own_minimums)
+                  and (filters is None or not filters.blocks(fw, offerable, self.now))]
+        if not takers:
+            return None
+        chosen = min(takers, key=state.sorter.key)
+        state.sorter.take(chosen)
         return chosen

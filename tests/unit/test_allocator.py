@@ -353,6 +353,12 @@ def test_revive_then_offered_again():
 # --------------------------------------------------------------------------- properties
 
 ROLES = ["*", "a", "b"]
+MINIMUMS = [R("cpus:2"), R("mem:10"), R("cpus:0.001"), R("cpus:1;mem:1024")]
+
+
+def minimums(snapshot, framework):
+    own = framework.min_allocatable
+    return snapshot.min_allocatable if own is None else own
 
 
 @st.composite
@@ -378,7 +384,8 @@ def clusters(draw):
                       frozenset(draw(st.lists(st.sampled_from(ROLES), max_size=2))),
                       draw(st.booleans()),
                       {role: Resources(scalars={"cpus": draw(st.integers(0, 20))})
-                       for role in draw(st.lists(st.sampled_from(ROLES), max_size=2))})
+                       for role in draw(st.lists(st.sampled_from(ROLES), max_size=2))},
+                      draw(st.none() | st.lists(st.sampled_from(MINIMUMS), min_size=1)))
         for i in range(draw(st.integers(0, 5)))]
     filters = [Filter(f"f{draw(st.integers(0, 5))}", f"a{draw(st.integers(0, 6))}",
                       draw(st.sampled_from(ROLES)),
@@ -421,7 +428,7 @@ def test_offers_respect_eligibility_and_filters(cluster):
         fw = frameworks[offer.framework_id]
         assert views[offer.agent_id].active and fw.active
         assert offer.role in (fw.roles or ("*",)) and offer.role not in fw.suppressed_roles
-        assert any(offer.resources.contains(m) for m in snapshot.min_allocatable)
+        assert any(offer.resources.contains(m) for m in minimums(snapshot, fw))
         live = snapshot.filters.get(offer.framework_id, offer.agent_id, offer.role)
         assert not (live and live.expires_at > snapshot.now
                     and live.resources.contains(offer.resources))
@@ -447,5 +454,50 @@ def test_unoffered_resources_had_no_taker(cluster):
                 live = snapshot.filters.get(fw.framework_id, view.agent_id, role)
                 filtered = bool(live and live.expires_at > snapshot.now
                                 and live.resources.contains(offerable))
-                fits = any(offerable.contains(m) for m in snapshot.min_allocatable)
+                fits = any(offerable.contains(m) for m in minimums(snapshot, fw))
                 assert filtered or not fits, (fw.framework_id, role, view.agent_id)
+
+
+operations = st.lists(st.one_of(
+    st.tuples(st.just("refuse"), st.sampled_from(["f1", "f2", "f3"]), st.sampled_from(["a1", "a2"]),
+              st.sampled_from(["*", "x"]), st.integers(1, 4), st.integers(-1, 20),
+              st.integers(0, 30)),
+    st.tuples(st.just("expire"), st.integers(0, 40)),
+    st.tuples(st.just("revive"), st.sampled_from(["f1", "f2"]),
+              st.none() | st.lists(st.sampled_from(["*", "x"]), max_size=2)),
+    st.tuples(st.just("drop_agent"), st.sampled_from(["a1", "a2"])),
+), max_size=25)
+
+
+@settings(max_examples=300, deadline=None)
+@given(operations)
+def test_filters_match_a_plain_dict_model(ops):
+    filters, model = Filters(), {}
+    for op, *args in ops:
+        if op == "refuse":
+            fw, agent, role, cpus, seconds, now = args
+            filters = refuse(filters, fw, agent, role, R(f"cpus:{cpus}"), seconds, now, 1.0)
+            if seconds != 0:
+                duration = 5.0 if seconds < 0 else max(seconds, 1.0)
+                model[fw, agent, role] = Filter(fw, agent, role, R(f"cpus:{cpus}"), now + duration)
+        elif op == "expire":
+            filters = expire(filters, args[0])
+            model = {k: f for k, f in model.items() if f.expires_at > args[0]}
+        elif op == "revive":
+            fw, roles = args
+            filters = revive(filters, fw, roles)
+            model = {k: f for k, f in model.items() if k[0] != fw or (roles and k[2] not in roles)}
+        else:
+            filters = drop_agent(filters, args[0])
+            model = {k: f for k, f in model.items() if k[1] != args[0]}
+        assert sorted((f.framework_id, f.agent_id, f.role, f.resources.cpus, f.expires_at)
+                      for f in filters) == sorted(
+            (f.framework_id, f.agent_id, f.role, f.resources.cpus, f.expires_at)
+            for f in model.values())
+        assert len(filters) == len(model)
+        assert filters._earliest <= min((f.expires_at for f in model.values()), default=math.inf)
+        for roles in filters._agents.values():
+            for rf in roles.values():
+                assert rf.frameworks == set(rf.by_framework)
+                assert rf.earliest == min(f.expires_at for f in rf.by_framework.values())
+                assert all(f.resources.contains(rf.meet) for f in rf.by_framework.values())
