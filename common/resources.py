@@ -152,6 +152,14 @@ def _items(items: Any) -> frozenset[str]:
 # --------------------------------------------------------------------------- interval arithmetic
 
 
+def _ranges_union(a: Ranges, b: Ranges) -> Ranges:
+    if a[-1][1] + 1 < b[0][0]:        # the common case: one lies wholly before the other
+        return a + b
+    if b[-1][1] + 1 < a[0][0]:
+        return b + a
+    return _coalesce(a + b)
+
+
 def _ranges_contain(outer: Ranges, inner: Ranges) -> bool:
     # Both sorted and coalesced, so each inner interval must sit inside a single outer one.
     i, n = 0, len(outer)
@@ -309,7 +317,7 @@ class Resources:
             ranges = ranges.copy()
             for name, theirs in other.ranges.items():
                 mine = ranges.get(name)
-                ranges[name] = _coalesce(mine + theirs) if mine else theirs
+                ranges[name] = _ranges_union(mine, theirs) if mine else theirs
         sets = self.sets
         if other.sets:
             sets = sets.copy()
