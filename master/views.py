@@ -26,7 +26,7 @@ from typing import Any, Iterable, Iterator, Optional
 import psutil
 
 from meseta import proto
-from meseta.master.model import Agent, Framework, StatusRecord, Task, add_to
+from meseta.master.model import Agent, Framework, StatusRecord, Task
 from meseta.resources import Resources, attributes_summary
 
 MASTER_CAPABILITIES = ("AGENT_UPDATE",)       # as advertised in MasterInfo (http.py)
@@ -188,11 +188,16 @@ def _allocations_by_agent(master: Any) -> tuple[dict[str, dict[str, Resources]],
     for framework in master.frameworks.values():
         for task in framework.tasks.values():
             if not task.released:
-                add_to(used.setdefault(task.agent_id, {}), task.role, task.resources)
+                _add(used.setdefault(task.agent_id, {}), task.role, task.resources)
         for record in framework.offers.values():
             offer = record.offer
-            add_to(offered.setdefault(offer.agent_id, {}), offer.role, offer.resources)
+            _add(offered.setdefault(offer.agent_id, {}), offer.role, offer.resources)
     return used, offered
+
+
+def _add(by_role: dict[str, Resources], role: str, res: Resources) -> None:
+    # Within one agent ranges are disjoint, so the full sum (ports included) is right here.
+    by_role[role] = by_role.get(role, Resources()) + res
 
 
 def _allocated_full(by_role: dict[str, Resources]) -> list[dict[str, Any]]:
