@@ -8,6 +8,7 @@ One loop thread owns the task table; HTTP threads read it through `loop.call`.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
@@ -94,6 +95,7 @@ class AgentDaemon:
         self.updates = UpdateManager(config.status_update_retry_interval_min,
                                      config.status_update_retry_interval_max)
         self.isolator = None
+        self.metrics.export_snapshot(self.metrics_snapshot)
         self.info: Optional[proto.AgentInfo] = None
         self.http: Optional[HttpServer] = None
         self._dealer: Optional[Dealer] = None
@@ -115,7 +117,13 @@ class AgentDaemon:
         self.work_dir = os.path.realpath(cfg.work_dir)
         self.sandbox_root = os.path.join(self.work_dir, "frameworks")
         resources = agent_resources(self.work_dir, cfg.resources or None)
-        self.isolator = make_isolator(cfg.isolation, agent_name=f"agent-{uuid.uuid4().hex[:8]}")
+        # A stable name per work dir: a restarted agent finds its own cgroups again.
+        name = "meseta-agent-" + hashlib.sha1(self.work_dir.encode()).hexdigest()[:12]
+        self.isolator = make_isolator(cfg.isolation, agent_name=name)
+        for orphan in self.isolator.orphans(()):
+            # Containers of an earlier run of this agent: nothing re-adopts them yet, so they go.
+            log.warning("removing a container left by an earlier run", container_id=orphan)
+            self.isolator.cleanup(orphan)
         self.http = HttpServer(create_app(self), cfg.ip, cfg.port, cfg.http_threads, "agent-http")
         self.http.server.prepare()
         advertise = cfg.advertise_ip or cfg.ip
@@ -144,7 +152,13 @@ class AgentDaemon:
             self._thread.join(5)
         if self._dealer:
             self._dealer.close()
+        if self.isolator:
+            self.isolator.close()
         self.loop.close()
+
+    @property
+    def registered(self) -> bool:
+        return self._registered
 
     @property
     def url(self) -> str:
@@ -404,6 +418,13 @@ class AgentDaemon:
         self.updates.forget_framework(framework_id)
 
     # -- HTTP threads ---------------------------------------------------------------------------
+
+    def metrics_snapshot(self) -> dict[str, float]:
+        from meseta.agent.http import metrics_snapshot
+        return self.read(metrics_snapshot)
+
+    def frames_dropped(self) -> int:
+        return self._dealer.drops.total() if self._dealer else 0
 
     def read(self, fn, timeout: float = 10.0):
         return self.loop.call(lambda: fn(self), timeout)

@@ -74,6 +74,25 @@ def state(daemon: Any) -> dict:
     }
 
 
+def metrics_snapshot(daemon: Any) -> dict[str, float]:
+    """Mesos's agent metric names (`slave/...`); runs on the agent's loop thread."""
+    total = daemon.info.resources
+    running = list(daemon.tasks.values())
+    used = sum((t.info.resources for t in running), type(total)())
+    counts = {state: float(sum(t.state == state for t in running))
+              for state in (proto.TASK_STAGING, proto.TASK_STARTING, proto.TASK_RUNNING, proto.TASK_KILLING)}
+    snapshot = {f"slave/tasks_{state[5:].lower()}": value for state, value in counts.items()}
+    snapshot.update({
+        "slave/registered": 1.0 if daemon.registered else 0.0,
+        "slave/uptime_secs": daemon.clock.time() - daemon.start_time,
+        "slave/cpus_total": total.cpus, "slave/mem_total": total.mem, "slave/disk_total": total.disk,
+        "slave/cpus_used": used.cpus, "slave/mem_used": used.mem, "slave/disk_used": used.disk,
+        "slave/status_updates_pending": float(daemon.updates.pending_count()),
+        "slave/frames_dropped": float(daemon.frames_dropped()),
+    })
+    return snapshot
+
+
 def create_app(daemon: Any) -> Flask:
     app = base_app("meseta.agent")
 
@@ -137,20 +156,7 @@ def create_app(daemon: Any) -> Flask:
 
     @app.route("/metrics/snapshot")
     def metrics_snapshot() -> Response:
-        def snap(d: Any) -> dict:
-            total = d.info.resources
-            used = sum((t.info.resources for t in d.tasks.values()), type(total)())
-            return {
-                "slave/registered": 1.0 if d._registered else 0.0,
-                "slave/uptime_secs": d.clock.time() - d.start_time,
-                "slave/tasks_running": float(sum(t.state == proto.TASK_RUNNING for t in d.tasks.values())),
-                "slave/tasks_staging": float(sum(t.state == proto.TASK_STAGING for t in d.tasks.values())),
-                "slave/tasks_starting": float(sum(t.state == proto.TASK_STARTING for t in d.tasks.values())),
-                "slave/cpus_total": total.cpus, "slave/mem_total": total.mem, "slave/disk_total": total.disk,
-                "slave/cpus_used": used.cpus, "slave/mem_used": used.mem, "slave/disk_used": used.disk,
-                "slave/status_updates_pending": float(d.updates.pending_count()),
-            }
-        return json_response(daemon.read(snap))
+        return json_response(daemon.metrics_snapshot())
 
     @app.route("/metrics")
     def metrics() -> Response:

@@ -102,6 +102,7 @@ class MasterDaemon:
             router=f"tcp://{advertise}:{self.router.port}",
             publisher=f"tcp://{advertise}:{self.publisher.endpoint.rsplit(':', 1)[1]}")
         self.core = Master(cfg, info, self.clock)
+        self.metrics.export_snapshot(self.metrics_snapshot)
         self.loop.add_reader(self.router.socket, self._on_router)
         self.loop.call_every(cfg.allocation_interval, self._allocate)
         self.loop.call_every(0.25, self._tick)
@@ -178,6 +179,12 @@ class MasterDaemon:
             self.core.counters["dropped_messages"] += 1
 
     # -- HTTP threads ---------------------------------------------------------------------------
+
+    def metrics_snapshot(self) -> dict[str, float]:
+        from meseta.master import views
+        snapshot = self.read(views.metrics_snapshot)
+        snapshot["master/dropped_frames"] = float(self.router.drops.total())
+        return snapshot
 
     def read(self, fn, timeout: float = 10.0):
         """Run `fn(core)` on the loop thread and return its result."""

@@ -119,9 +119,7 @@ def create_app(daemon: Any) -> Flask:
 
     @app.route("/metrics/snapshot")
     def metrics_snapshot() -> Response:
-        snapshot = daemon.read(views.metrics_snapshot)
-        snapshot["master/dropped_frames"] = float(daemon.router.drops.total())
-        return json_response(snapshot)
+        return json_response(daemon.metrics_snapshot())
 
     @app.route("/metrics")
     def metrics() -> Response:

@@ -145,7 +145,7 @@ def add_to(mapping: dict[str, Resources], key: str, res: Resources) -> None:
 
 def take_from(mapping: dict[str, Resources], key: str, res: Resources) -> None:
     current = mapping.get(key, Resources()).scalars
-    remaining = {name: value - res.scalars.get(name, 0.0) for name, value in current.items()}
+    remaining = {name: round(value - res.scalars.get(name, 0.0), 3) for name, value in current.items()}
     remaining = {name: value for name, value in remaining.items() if value > 1e-9}
     if remaining:
         mapping[key] = Resources(scalars=remaining)

@@ -214,7 +214,9 @@ def test_every_daemon_serves_health_metrics_and_flags(cluster):
         with urllib.request.urlopen(daemon.url + "/health") as response:
             assert response.status == 200
         with urllib.request.urlopen(daemon.url + "/metrics") as response:
-            assert b"# TYPE" in response.read()
+            text = response.read().decode()
+        name = "master_slaves_active" if daemon is cluster.master else "slave_registered"
+        assert f"meseta_{name} " in text
         assert get_json(daemon.url + "/flags")["flags"]
     snapshot = get_json(cluster.master.url + "/metrics/snapshot")
     assert snapshot["master/elected"] == 1.0 and snapshot["master/slaves_active"] == 2.0
