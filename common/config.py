@@ -61,7 +61,10 @@ def parse_bool(text: str | bool) -> bool:
 
 
 def parse_port(text: str | int) -> int:
-    port = int(text)
+    try:
+        port = int(text)
+    except ValueError:
+        raise ValueError(f"invalid port {text!r}: must be a number 0..65535") from None
     if not 0 <= port <= 65535:
         raise ValueError(f"invalid port {text!r}: must be 0..65535")
     return port
