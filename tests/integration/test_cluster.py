@@ -157,6 +157,9 @@ def test_task_environment_ports_and_sandbox_files(cluster, framework):
     read = get_json(f"{base}/files/read?" + urllib.parse.urlencode(
         {"path": sandbox + "/stdout", "offset": 0}))
     assert read["data"].strip() == line
+    download = urllib.request.urlopen(f"{base}/files/download?" + urllib.parse.urlencode({"path": sandbox + "/stdout"}))
+    assert download.read().decode().strip() == line
+    assert "attachment" in download.headers["Content-Disposition"]
     for bad in (sandbox + "/../../../../../../etc/passwd", "/etc/passwd"):
         with pytest.raises(urllib.error.HTTPError) as err:
             get_json(f"{base}/files/read?" + urllib.parse.urlencode({"path": bad, "offset": 0}))
@@ -221,3 +224,28 @@ def test_every_daemon_serves_health_metrics_and_flags(cluster):
     snapshot = get_json(cluster.master.url + "/metrics/snapshot")
     assert snapshot["master/elected"] == 1.0 and snapshot["master/slaves_active"] == 2.0
     assert get_json(cluster.master.url + "/version")["version"] == "1.11.0"
+
+
+def test_cli_task_log_follows_a_growing_file(cluster, framework):
+    sched, driver = framework
+    offer = sched.take_offers(2)[0]
+    task = TaskInfo("ticker", "ticker", offer.agent_id, Resources.parse("cpus:0.1;mem:32"),
+                    CommandInfo("for i in 1 2 3 4 5 6 7 8 9 10; do echo tick $i; sleep 0.2; done; "
+                                "echo oops >&2"))
+    driver.launch_tasks([offer.id], [task])
+    sched.wait_state("ticker", proto.TASK_RUNNING)
+    follower = subprocess.Popen([sys.executable, "-m", "meseta.cli", "task", "log", "ticker", "--follow",
+                                 "--master", cluster.master_address, "--interval", "0.05"],
+                                stdout=subprocess.PIPE, text=True, env=child_env())
+    try:
+        seen = []
+        for line in follower.stdout:
+            seen.append(line.strip())
+            if line.strip() == "tick 10":
+                break
+    finally:
+        follower.kill()
+    assert seen == [f"tick {i}" for i in range(1, 11)]
+    sched.wait_state("ticker", proto.TASK_FINISHED)
+    stderr = cli("task", "log", "ticker", "--file", "stderr", "--master", cluster.master_address)
+    assert stderr.stdout.strip() == "oops"
