@@ -272,6 +272,12 @@ class AgentDaemon:
 
     def _run_task(self, message: proto.RunTask) -> None:
         framework, info = message.framework, message.task
+        if not (proto.valid_id(info.task_id) and proto.valid_id(framework.id or "")):
+            # Ids become sandbox path segments: never build a path from an unsafe one.
+            log.error("refusing a task with an invalid id", task_id=repr(info.task_id))
+            self._agent_status(framework.id or "", info.task_id, proto.TASK_ERROR,
+                               proto.REASON_TASK_INVALID, "invalid task or framework id")
+            return
         key = (framework.id or "", info.task_id)
         if key in self.tasks:
             log.warning("duplicate run_task ignored", task_id=info.task_id)
@@ -338,7 +344,18 @@ class AgentDaemon:
             timestamp=self.clock.time(), uuid=uuid.uuid4().bytes, container_ip=self.info.ip,
             executor_pid=executor_pid)
         task.statuses.append(status)
-        update = self.updates.enqueue(task.framework_id, status, self.clock.monotonic())
+        self._enqueue(task.framework_id, status)
+
+    def _agent_status(self, framework_id: str, task_id: str, state: str, reason: str,
+                      message: str) -> None:
+        """A reliable update about a task that has no container (SOURCE_AGENT)."""
+        status = proto.TaskStatus(task_id=task_id, state=state, source=proto.SOURCE_AGENT,
+                                  reason=reason, agent_id=self.agent_id, message=message,
+                                  timestamp=self.clock.time(), uuid=uuid.uuid4().bytes)
+        self._enqueue(framework_id, status)
+
+    def _enqueue(self, framework_id: str, status: proto.TaskStatus) -> None:
+        update = self.updates.enqueue(framework_id, status, self.clock.monotonic())
         if update is not None and self._registered:
             self._dealer.send(update)
 
@@ -346,13 +363,8 @@ class AgentDaemon:
         task = self.tasks.get((framework_id, task_id))
         if task is None:
             log.warning("kill for an unknown task", task_id=task_id, framework_id=framework_id)
-            status = proto.TaskStatus(task_id=task_id, state=proto.TASK_LOST, source=proto.SOURCE_AGENT,
-                                      reason=proto.REASON_TASK_UNKNOWN, agent_id=self.agent_id,
-                                      message="Task is unknown to the agent",
-                                      timestamp=self.clock.time(), uuid=uuid.uuid4().bytes)
-            update = self.updates.enqueue(framework_id, status, self.clock.monotonic())
-            if update is not None and self._registered:
-                self._dealer.send(update)
+            self._agent_status(framework_id, task_id, proto.TASK_LOST, proto.REASON_TASK_UNKNOWN,
+                               "Task is unknown to the agent")
             return
         grace = self.config.executor_shutdown_grace_period if grace is None else grace
         self._terminate(task, None, grace)

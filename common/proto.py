@@ -82,6 +82,13 @@ TASK_KILLING_STATE = "TASK_KILLING_STATE"
 MULTI_ROLE = "MULTI_ROLE"
 
 
+def valid_id(value: str) -> bool:
+    """Mesos's ID rule (validateID): 1-255 printable characters, not '.' or '..', no '/' or '\\'.
+    Ids become path segments of sandboxes, so both master and agent check them."""
+    return (isinstance(value, str) and 0 < len(value) <= 255 and value not in (".", "..")
+            and not any(c in value for c in "/\\") and value.isprintable())
+
+
 class ProtocolError(ValueError):
     """A frame that is not a valid message; the text says what is wrong."""
 

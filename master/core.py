@@ -21,7 +21,8 @@ from meseta.log import get_logger
 from meseta.master import allocation
 from meseta.master.model import (MAX_COMPLETED_FRAMEWORKS, Agent, Framework, OfferRecord,
                                  StatusRecord, Task, add_to, take_from)
-from meseta.master.validation import valid_id, validate_launch
+from meseta.master.validation import validate_launch
+from meseta.proto import valid_id
 from meseta.resources import Resources
 
 log = get_logger("meseta.master")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from meseta import proto
+from meseta.proto import valid_id
 from meseta.master.model import Agent, Framework
 from meseta.resources import Resources
 
@@ -32,8 +33,3 @@ def validate_launch(info: proto.TaskInfo, framework: Framework, agent: Agent | N
     if info.kill_grace_seconds is not None and info.kill_grace_seconds < 0:
         return "kill grace period must not be negative"
     return ""
-
-
-def valid_id(value: str) -> bool:
-    return (0 < len(value) <= 255 and value not in (".", "..")
-            and not any(c in value for c in "/\\") and all(c.isprintable() for c in value))
