@@ -23,13 +23,12 @@ from meseta.agent.isolation import make_isolator
 from meseta.agent.updates import UpdateManager
 from meseta.clock import Clock
 from meseta.config import Flag, duration_flag, parse_port, render_flags
-from meseta.detector import resolve_async
+from meseta.link import MasterLink
 from meseta.http import HttpServer
 from meseta.log import get_logger
 from meseta.loop import EventLoop, Timer
 from meseta.metrics import Registry
 from meseta.resources import parse_attributes
-from meseta.transport import Dealer, backoff
 
 log = get_logger("meseta.agent")
 
@@ -89,7 +88,6 @@ class AgentDaemon:
         self._finished = self.metrics.counter("tasks_terminal_total", "Tasks ended", ("state",))
         self.agent_id: Optional[str] = None
         self.master_id: Optional[str] = None
-        self.master_info: Optional[proto.MasterInfo] = None
         self.tasks: dict[tuple[str, str], RunningTask] = {}
         self.completed: list[RunningTask] = []
         self.updates = UpdateManager(config.status_update_retry_interval_min,
@@ -98,12 +96,8 @@ class AgentDaemon:
         self.metrics.export_snapshot(self.metrics_snapshot)
         self.info: Optional[proto.AgentInfo] = None
         self.http: Optional[HttpServer] = None
-        self._dealer: Optional[Dealer] = None
-        self._registered = False
-        self._attempt = 0
-        self._last_heard = 0.0
-        self._total_ping_timeout = 75.0
-        self._register_timer: Optional[Timer] = None
+        self.link = MasterLink(self.loop, config.master, proto.MASTER_TO_AGENT, self._hello,
+                               self._dispatch, self._lost_master, "agent")
         self._thread = None
         self.start_time = self.clock.time()
 
@@ -132,8 +126,8 @@ class AgentDaemon:
         self.info = proto.AgentInfo(hostname=cfg.hostname or socket.gethostname(),
                                     port=self.http.port, resources=resources,
                                     attributes=dict(cfg.attributes), ip=advertise)
-        self.loop.call_soon_threadsafe(self._connect)
-        self.loop.call_every(0.25, self._tick)
+        self.link.start()
+        self.loop.call_every(0.25, self._retry_updates)
         self.loop.call_every(cfg.resource_check_interval, self._check_limits)
         self._thread = self.loop.start_thread()
         self.http.start_prepared()
@@ -150,15 +144,18 @@ class AgentDaemon:
         self.loop.stop()
         if self._thread:
             self._thread.join(5)
-        if self._dealer:
-            self._dealer.close()
+        self.link.close()
         if self.isolator:
             self.isolator.close()
         self.loop.close()
 
     @property
     def registered(self) -> bool:
-        return self._registered
+        return self.link.established
+
+    @property
+    def master_info(self) -> Optional[proto.MasterInfo]:
+        return self.link.master_info
 
     @property
     def url(self) -> str:
@@ -175,51 +172,16 @@ class AgentDaemon:
 
     # -- connection to the master ----------------------------------------------------------------
 
-    def _connect(self) -> None:
-        self._attempt += 1
-        resolve_async(self.config.master, lambda info, error: self.loop.call_soon_threadsafe(
-            lambda: self._resolved(info, error)))
-
-    def _resolved(self, info: proto.MasterInfo | None, error: str) -> None:
-        if info is None:
-            log.warning("no master yet", master=self.config.master, reason=error)
-            self.loop.call_later(backoff(self._attempt, cap=5.0), self._connect)
-            return
-        if self._dealer is not None:
-            self.loop.remove_reader(self._dealer.socket)
-            self._dealer.close()
-        self.master_info = info
-        self._dealer = Dealer(info.router, proto.MASTER_TO_AGENT)
-        self.loop.add_reader(self._dealer.socket, self._on_readable)
-        self._send_registration()
-        self._register_timer = self.loop.call_later(max(2.0, backoff(self._attempt, cap=10.0)),
-                                                    self._registration_timeout)
-
-    def _send_registration(self) -> None:
+    def _hello(self) -> proto.Message:
         if self.agent_id is None:
-            self._dealer.send(proto.RegisterAgent(proto.PROTOCOL_VERSION, self.info))
-            return
+            return proto.RegisterAgent(proto.PROTOCOL_VERSION, self.info)
         self.info.id = self.agent_id
         records = [proto.TaskRecord(framework_id=t.framework_id, task=t.info, state=t.state,
                                     framework=t.framework) for t in self.tasks.values()]
-        self._dealer.send(proto.ReregisterAgent(proto.PROTOCOL_VERSION, self.info, records))
-
-    def _registration_timeout(self) -> None:
-        if not self._registered:
-            self._connect()
+        return proto.ReregisterAgent(proto.PROTOCOL_VERSION, self.info, records)
 
     def _lost_master(self, why: str) -> None:
-        log.warning("lost the master", reason=why)
-        self._registered = False
-        self._attempt = 0
-        self._connect()
-
-    def _on_readable(self) -> None:
-        if self._dealer is None:
-            return
-        for message in self._dealer.receive():
-            self._last_heard = self.clock.monotonic()
-            self._dispatch(message)
+        log.warning("lost the master; detecting it again", reason=why)
 
     def _dispatch(self, message: proto.Message) -> None:
         kind = type(message)
@@ -240,33 +202,23 @@ class AgentDaemon:
             self._on_error(message)
 
     def _on_registered(self, message: proto.AgentRegistered) -> None:
-        if self._register_timer:
-            self._register_timer.cancel()
         first = self.agent_id is None
         self.agent_id, self.master_id = message.agent_id, message.master_id
-        self._registered = True
-        self._attempt = 0
-        self._total_ping_timeout = message.total_ping_timeout
+        self.link.established_with(message.heartbeat_interval, message.total_ping_timeout)
         log.info("registered with master" if first else "reregistered with master",
                  agent_id=self.agent_id, master_id=self.master_id)
         for update in self.updates.resend_all(self.clock.monotonic()):
-            self._dealer.send(update)
+            self.link.send(update)
 
     def _on_error(self, message: proto.Error) -> None:
         log.error("master refused us", message=message.message, code=message.code)
         if message.code == "UNREGISTERED":
-            self._registered = False
-            self._send_registration()
+            self.link.resend_hello()
 
-    def _tick(self) -> None:
-        now = self.clock.monotonic()
-        if self._registered and now - self._last_heard > self._total_ping_timeout:
-            self._lost_master("no heartbeat from the master")
-            return
-        if self._registered:
-            self._dealer.send(proto.Heartbeat())
-            for update in self.updates.due(now):
-                self._dealer.send(update)
+    def _retry_updates(self) -> None:
+        if self.link.established:
+            for update in self.updates.due(self.clock.monotonic()):
+                self.link.send(update)
 
     # -- tasks ----------------------------------------------------------------------------------
 
@@ -356,8 +308,8 @@ class AgentDaemon:
 
     def _enqueue(self, framework_id: str, status: proto.TaskStatus) -> None:
         update = self.updates.enqueue(framework_id, status, self.clock.monotonic())
-        if update is not None and self._registered:
-            self._dealer.send(update)
+        if update is not None and self.link.established:
+            self.link.send(update)
 
     def _kill_task(self, framework_id: str, task_id: str, grace: float | None) -> None:
         task = self.tasks.get((framework_id, task_id))
@@ -420,8 +372,8 @@ class AgentDaemon:
     def _on_ack(self, message: proto.StatusUpdateAck) -> None:
         matched, following = self.updates.acknowledge(message.framework_id, message.task_id,
                                                       message.uuid, self.clock.monotonic())
-        if following is not None and self._registered:
-            self._dealer.send(following)
+        if following is not None and self.link.established:
+            self.link.send(following)
 
     def _shutdown_framework(self, framework_id: str) -> None:
         for (fid, _), task in list(self.tasks.items()):
@@ -436,7 +388,7 @@ class AgentDaemon:
         return self.read(metrics_snapshot)
 
     def frames_dropped(self) -> int:
-        return self._dealer.drops.total() if self._dealer else 0
+        return self.link.dropped_frames()
 
     def read(self, fn, timeout: float = 10.0):
         return self.loop.call(lambda: fn(self), timeout)

@@ -27,13 +27,12 @@ from typing import Any, Iterable, Optional
 
 from meseta import proto
 from meseta.clock import Clock
-from meseta.detector import resolve_async
+from meseta.link import MasterLink
 from meseta.log import get_logger
 from meseta.loop import EventLoop
 from meseta.proto import (CommandInfo, FrameworkInfo, MasterInfo, Offer, Operation,
                           ReconcileTask, TaskInfo, TaskStatus)
 from meseta.resources import Resources
-from meseta.transport import Dealer, backoff
 
 __all__ = ["Scheduler", "SchedulerDriver", "Filters", "CommandInfo", "FrameworkInfo", "MasterInfo",
            "Offer", "Operation", "ReconcileTask", "TaskInfo", "TaskStatus", "Resources",
@@ -89,13 +88,9 @@ class SchedulerDriver:
         self.status = DRIVER_NOT_STARTED
         self.master_info: Optional[MasterInfo] = None
         self._loop = EventLoop(clock, name=f"driver-{framework.name}")
-        self._dealer: Optional[Dealer] = None
-        self._subscribed = False
-        self._attempt = 0
-        self._last_heard = 0.0
-        self._heartbeat_interval = 1.0
+        self._link = MasterLink(self._loop, master, proto.MASTER_TO_FRAMEWORK, self._hello,
+                                self._dispatch, self._lost_master, f"framework {framework.name}")
         self._ever_registered = False
-        self._attempt_timer = None
         self._thread: Optional[threading.Thread] = None
         self._done = threading.Event()
 
@@ -107,22 +102,21 @@ class SchedulerDriver:
 
     @property
     def connected(self) -> bool:
-        return self._subscribed
+        return self._link.established
 
     def start(self) -> str:
         if self.status != DRIVER_NOT_STARTED:
             return self.status
         self.status = DRIVER_RUNNING
-        self._loop.call_soon_threadsafe(self._connect)
-        self._loop.call_every(0.25, self._check_liveness)
+        self._link.start()
         self._thread = self._loop.start_thread()
         return self.status
 
     def stop(self, failover: bool = False) -> str:
         """Stop; without failover the framework is torn down and its tasks killed (as Mesos)."""
         def work() -> None:
-            if not failover and self._subscribed and self._dealer:
-                self._dealer.send(proto.Teardown())
+            if not failover and self._link.established:
+                self._link.send(proto.Teardown())
             self._shutdown(DRIVER_STOPPED)
         self._call(work)
         self._join_thread()
@@ -199,16 +193,13 @@ class SchedulerDriver:
 
     def _send(self, message: proto.Message) -> str:
         def work() -> None:
-            if self._subscribed and self._dealer:
-                self._dealer.send(message)
-            else:
+            if not (self._link.established and self._link.send(message)):
                 log.warning("not connected to a master; call dropped", call=message.TYPE)
         self._call(work)
         return self.status
 
     def _send_or_lose(self, message: proto.Accept) -> None:
-        if self._subscribed and self._dealer:
-            self._dealer.send(message)
+        if self._link.established and self._link.send(message):
             return
         # As Mesos's driver: tasks of an accept made while disconnected are reported lost.
         for op in message.operations:
@@ -218,64 +209,11 @@ class SchedulerDriver:
                     reason="REASON_MASTER_DISCONNECTED", agent_id=t.agent_id,
                     message="Master disconnected", timestamp=self._loop.clock.time())))
 
-    def _connect(self) -> None:
-        if self.status != DRIVER_RUNNING:
-            return
-        self._attempt += 1
-        resolve_async(self.master, lambda info, error: self._loop.call_soon_threadsafe(
-            lambda: self._resolved(info, error)))
-
-    def _resolved(self, info: MasterInfo | None, error: str) -> None:
-        if self.status != DRIVER_RUNNING:
-            return
-        if info is None:
-            log.warning("no master yet", master=self.master, reason=error)
-            self._loop.call_later(backoff(self._attempt, cap=5.0), self._connect)
-            return
-        self._close_dealer()
-        self.master_info = info
-        self._dealer = Dealer(info.router, proto.MASTER_TO_FRAMEWORK)
-        self._loop.add_reader(self._dealer.socket, self._on_readable)
-        self._dealer.send(proto.Subscribe(proto.PROTOCOL_VERSION, self.framework))
-        # No answer in time: start over (the master may have moved).
-        self._attempt_timer = self._loop.call_later(max(2.0, backoff(self._attempt, cap=10.0)),
-                                                    self._retry_subscribe)
-
-    def _retry_subscribe(self) -> None:
-        if not self._subscribed:
-            self._connect()
-
-    def _close_dealer(self) -> None:
-        if self._dealer is not None:
-            self._loop.remove_reader(self._dealer.socket)
-            self._dealer.close()
-            self._dealer = None
-
-    def _check_liveness(self) -> None:
-        if not self._subscribed:
-            return
-        now = self._loop.clock.monotonic()
-        if now - self._last_heard > self._heartbeat_interval * MISSED_HEARTBEATS:
-            self._lost_master("no heartbeat from the master")
-        elif self._dealer:
-            self._dealer.send(proto.Heartbeat())
+    def _hello(self) -> proto.Subscribe:
+        return proto.Subscribe(proto.PROTOCOL_VERSION, self.framework)
 
     def _lost_master(self, why: str) -> None:
-        log.warning("disconnected from master", reason=why)
-        self._subscribed = False
-        self._close_dealer()
         self._deliver(lambda: self.scheduler.disconnected(self))
-        self._attempt = 0
-        self._connect()
-
-    def _on_readable(self) -> None:
-        if self._dealer is None:
-            return
-        for message in self._dealer.receive():
-            self._last_heard = self._loop.clock.monotonic()
-            self._dispatch(message)
-            if self._dealer is None:
-                break
 
     def _dispatch(self, message: proto.Message) -> None:
         kind = type(message)
@@ -296,12 +234,9 @@ class SchedulerDriver:
             self._on_error(message)
 
     def _on_subscribed(self, message: proto.Subscribed) -> None:
-        if self._attempt_timer:
-            self._attempt_timer.cancel()
-        self._subscribed = True
-        self._attempt = 0
         self.framework.id = message.framework_id
-        self._heartbeat_interval = message.heartbeat_interval
+        self._link.established_with(message.heartbeat_interval,
+                                    message.heartbeat_interval * MISSED_HEARTBEATS)
         master = message.master
         self.master_info = master
         if self._ever_registered:
@@ -312,17 +247,16 @@ class SchedulerDriver:
 
     def _on_update(self, status: TaskStatus) -> None:
         self._deliver(lambda: self.scheduler.status_update(self, status))
-        if self.implicit_acknowledgements and status.uuid is not None and self._dealer:
-            self._dealer.send(proto.Acknowledge(status.agent_id, status.task_id, status.uuid))
+        if self.implicit_acknowledgements and status.uuid is not None:
+            self._link.send(proto.Acknowledge(status.agent_id, status.task_id, status.uuid))
 
     def _on_error(self, message: proto.Error) -> None:
         if message.code == "UNREGISTERED":
-            # The master does not know this connection (it restarted): subscribe again.
-            self._subscribed = False
-            self._connect()
+            self._link.resend_hello()
             return
+        subscribed = self._link.established
         self._deliver(lambda: self.scheduler.error(self, message.message))
-        if message.code in ("PROTOCOL_VERSION", "REMOVED", "FAILED_OVER") or not self._subscribed:
+        if message.code in ("PROTOCOL_VERSION", "REMOVED", "FAILED_OVER") or not subscribed:
             # As libmesos: an error from the master is fatal for the driver.
             self._shutdown(DRIVER_ABORTED)
 
@@ -336,8 +270,7 @@ class SchedulerDriver:
         if self.status not in (DRIVER_RUNNING, DRIVER_NOT_STARTED):
             return
         self.status = status
-        self._subscribed = False
-        self._close_dealer()
+        self._link.close()
         self._loop.stop()
         self._done.set()
 

@@ -53,13 +53,30 @@ class Daemon:
 
     def __init__(self, command: str, args: Sequence[str], log_path: str, http_port: int) -> None:
         self.command = command
+        self.args = list(args)
         self.http_port = http_port
         self.log_path = log_path
-        self._log = open(log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "meseta.cli", command, *args], env=child_env(),
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.url = f"http://127.0.0.1:{http_port}"
+        self._spawn()
+
+    def _spawn(self) -> None:
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "meseta.cli", self.command, *self.args], env=child_env(),
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: nothing is cleaned up."""
+        self.signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self._log.close()
+
+    def restart(self) -> "Daemon":
+        """Start again with the same flags (same ports), e.g. after kill()."""
+        if self.proc.poll() is None:
+            self.stop()
+        self._spawn()
+        return self.wait_ready()
 
     def wait_ready(self, timeout: float = 20.0) -> "Daemon":
         wait_http(self.url + "/health", timeout, self.proc)
