@@ -574,3 +574,17 @@ def decode(frame: bytes, allowed: tuple[type, ...] | None = None) -> Message:
     if allowed is not None and cls not in allowed:
         raise ProtocolError(f"message type {kind!r} is not accepted here")
     return _from_plain(cls)(body)
+
+
+def pack(record: Any) -> bytes:
+    """Any record of this catalogue (a message or not, e.g. AgentInfo) to msgpack bytes."""
+    return msgpack.packb(_to_plain(type(record))(record), use_bin_type=True)
+
+
+def unpack(cls: type, data: bytes) -> Any:
+    """The inverse of pack; ProtocolError says what is wrong with bad bytes."""
+    try:
+        body = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception as exc:
+        raise ProtocolError(f"{cls.__name__} is not msgpack: {exc}") from None
+    return _from_plain(cls)(body)
