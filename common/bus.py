@@ -28,6 +28,11 @@ class Publisher:
         self.epoch = uuid.uuid4().hex
         self.seq = 0
 
+    def new_epoch(self) -> None:
+        """A new leadership term: followers see the epoch change and resync."""
+        self.epoch = uuid.uuid4().hex
+        self.seq = 0
+
     def publish(self, kind: str, payload: dict[str, Any]) -> None:
         self.seq += 1
         body = {"epoch": self.epoch, "seq": self.seq, "kind": kind, "ts": time.time(),

@@ -79,15 +79,20 @@ class MasterLink:
             self.send(self._hello())
             self._arm_attempt_timer()
 
-    def reconnect(self, why: str) -> None:
+    def reconnect(self, why: str, patient: bool = False) -> None:
+        """Drop the connection and detect the master again (after a backoff when `patient`,
+        so a stale answer from detection cannot turn into a tight loop)."""
         log.warning("connection to the master lost", peer=self.name, reason=why)
         was = self.established_
         self.established_ = False
         self._close_dealer()
-        self._attempt = 0
         if was:
             self._on_lost(why)
-        self._detect()
+        if patient:
+            self.loop.call_later(backoff(self._attempt, base=0.05, cap=2.0), self._detect)
+        else:
+            self._attempt = 0
+            self._detect()
 
     def close(self) -> None:
         self._closed = True
@@ -138,6 +143,9 @@ class MasterLink:
             return
         for message in dealer.receive():
             self._last_heard = self.loop.clock.monotonic()
+            if isinstance(message, proto.Error) and message.code == "NOT_LEADER":
+                self.reconnect("the master we reached does not lead", patient=True)
+                return
             self._on_message(message)
             if self.dealer is not dealer:      # the handler reconnected or closed
                 return

@@ -1,8 +1,9 @@
 """The master's decisions, free of IO.
 
 `Master.handle(peer, message)` and the timer entry points (`tick`, `allocate`) change the
-records in `model.py` and append what must be said to `outbox` (peer, message) and what
-happened to `events` (kind, payload) for the event bus. The daemon shell (`daemon.py`) owns
+records in `model.py` and append what must be said to `outbox` (peer, message), what
+happened to `events` (kind, payload) for the event bus, and what the agent registry must
+record to `registry_ops`. The daemon shell (`daemon.py`) owns
 the sockets and flushes both after every call, so this class is tested with a FakeClock and
 no sockets at all.
 
@@ -43,10 +44,13 @@ class Master:
         self.completed_frameworks: deque[Framework] = deque(maxlen=MAX_COMPLETED_FRAMEWORKS)
         self.peers: dict[bytes, tuple[str, str]] = {}        # zmq identity -> ("agent"|"framework", id)
         self.failover_deadlines: dict[str, float] = {}       # framework id -> monotonic deadline
+        # Admitted in an earlier term (registry) but not re-registered yet: id -> (info, deadline).
+        self.recovered_agents: dict[str, tuple[proto.AgentInfo, float]] = {}
         self.allocator = allocation.AllocatorState()
         self.counters: Counter[str] = Counter()
         self.outbox: Outbox = []
         self.events: list[tuple[str, dict]] = []
+        self.registry_ops: list[tuple[str, str]] = []        # ("admit"|"forget", agent id)
         self.allocation_wanted = True
         self._next_agent = 0
         self._next_framework = 0
@@ -91,9 +95,18 @@ class Master:
             return
         self._handlers[type(message)](peer, message)
 
+    def recover_agents(self, admitted: dict[str, proto.AgentInfo], deadline: float) -> None:
+        """After an election: agents of the registry get until `deadline` to re-register."""
+        for agent_id, info in admitted.items():
+            if agent_id not in self.agents:
+                self.recovered_agents[agent_id] = (info, deadline)
+
     def tick(self) -> None:
         """Liveness of peers, failover timeouts and offer timeouts; called a few times a second."""
         now = self.clock.monotonic()
+        for agent_id, (info, deadline) in list(self.recovered_agents.items()):
+            if now >= deadline:
+                self._recovered_agent_expired(agent_id, info)
         agent_deadline = self.config.agent_ping_timeout * self.config.max_agent_ping_timeouts
         for agent in list(self.agents.values()):
             if agent.active and now - agent.last_seen > agent_deadline:
@@ -186,6 +199,7 @@ class Master:
         log.info("agent registered", agent_id=agent_id, hostname=agent.hostname,
                  resources=str(agent.total))
         self._send_registered(agent)
+        self.registry_ops.append(("admit", agent_id))
         self._event("agent_added", {"agent_id": agent_id, "hostname": agent.hostname, "pid": agent.pid})
         self.allocation_wanted = True
 
@@ -206,6 +220,8 @@ class Master:
         self.agents[agent_id] = agent
         self.peers[peer] = ("agent", agent_id)
         self.counters["slave_reregistrations"] += 1
+        if self.recovered_agents.pop(agent_id, None) is None:
+            self.registry_ops.append(("admit", agent_id))      # not in the registry yet
         self._readopt_tasks(agent, msg.tasks)
         log.info("agent reregistered", agent_id=agent_id, tasks=len(msg.tasks))
         self._send_registered(agent)
@@ -284,6 +300,22 @@ class Master:
         self.allocator.forget_agent(agent.id)
         self.counters["slave_removals"] += 1
         self._event("agent_removed", {"agent_id": agent.id})
+
+    def _recovered_agent_expired(self, agent_id: str, info: proto.AgentInfo) -> None:
+        """An admitted agent did not re-register after the failover: it is gone (Mesos marks
+        it unreachable); frameworks hear agent_lost and reconcile its tasks to LOST."""
+        log.warning("admitted agent did not re-register in time", agent_id=agent_id)
+        del self.recovered_agents[agent_id]
+        self.registry_ops.append(("forget", agent_id))     # re-admitted if it ever returns
+        now = self.clock.time()
+        self.unreachable_agents[agent_id] = Agent(id=agent_id, info=info, peer=None,
+                                                  registered_time=now, active=False,
+                                                  unreachable_time=now)
+        for framework in self.frameworks.values():
+            if framework.connected:
+                self._send(framework.peer, proto.Failure(agent_id=agent_id))
+        self.counters["slave_removals"] += 1
+        self._event("agent_removed", {"agent_id": agent_id})
 
     # -- frameworks -----------------------------------------------------------------------------
 
@@ -639,6 +671,10 @@ class Master:
         task = framework.tasks.get(task_id) or framework.unreachable_tasks.get(task_id)
         if task is not None:
             self._send(framework.peer, self._reconcile_status(task))
+            return
+        if (agent_id in self.recovered_agents) or (not agent_id and self.recovered_agents):
+            # Mesos: the agent may still re-register with this task; say nothing, the
+            # framework retries with backoff.
             return
         if agent_id and agent_id in self.unreachable_agents:
             state = proto.TASK_UNREACHABLE

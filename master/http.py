@@ -14,6 +14,7 @@ from flask import Flask, Response, request
 from meseta import __version__, proto
 from meseta.http import base_app, json_response, metrics_response, text_error
 from meseta.master import views
+from meseta.master.daemon import NotLeader
 
 def _both(app: Flask, path: str, endpoint: str, methods=("GET",)):
     def register(fn):
@@ -57,6 +58,16 @@ def _is_ipv4(text: str) -> bool:
 def create_app(daemon: Any) -> Flask:
     app = base_app("meseta.master")
 
+    @app.errorhandler(NotLeader)
+    def not_leader(exc: NotLeader) -> Response:
+        # Mesos: a standby redirects to the leader (protocol-relative, /master/ path); 503 if none.
+        if exc.leader is None:
+            return text_error("No leader elected", 503)
+        path = request.full_path.rstrip("?")
+        if not path.startswith("/master/"):
+            path = "/master" + path
+        return Response("", 307, {"Location": f"//{exc.leader.hostname}:{exc.leader.port}{path}"})
+
     @_both(app, "/health", "health")
     def health() -> Response:
         return Response("", 200)
@@ -73,19 +84,25 @@ def create_app(daemon: Any) -> Flask:
     @_both(app, "/info", "info")
     def info() -> Response:
         # Not in Mesos: MasterInfo plus the native endpoints agents and SDK frameworks need.
-        return json_response(master_info_json(daemon.core.info))
+        leader = daemon.leader()       # a standby names the leader, so detection finds it
+        if leader is None:
+            return text_error("No leader elected", 503)
+        return json_response(master_info_json(leader))
 
     @_both(app, "/redirect", "redirect")
     def redirect() -> Response:
-        master = daemon.core.info
+        master = daemon.leader()
+        if master is None:
+            return text_error("No leader elected", 503)
         return Response("", 307, {"Location": f"//{master.hostname}:{master.port}"})
 
     for path in ("/state", "/state.json"):
         @_both(app, path, "state" + path.replace(".", "_").replace("/", "_"))
         def state() -> Response:
             flags = daemon.flags()
-            extra = {"meseta": {"event_bus": daemon.publisher.position()}}
-            return json_response(daemon.read(lambda core: views.state(core, flags, extra)))
+            # The bus position is read in the same loop turn as the state: they agree exactly.
+            return json_response(daemon.read(lambda core: views.state(
+                core, flags, {"meseta": {"event_bus": daemon.publisher.position()}})))
 
     @_both(app, "/state-summary", "state_summary")
     def state_summary() -> Response:

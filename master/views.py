@@ -153,6 +153,13 @@ def _agent_info_json(agent: Agent) -> dict[str, Any]:
             "attributes": attributes_summary(agent.info.attributes)}
 
 
+def recovered_slaves(master: Any) -> list[dict[str, Any]]:
+    """Agents admitted in an earlier term that have not re-registered yet (SlaveInfo summaries)."""
+    return [{"id": agent_id, "hostname": info.hostname, "port": info.port,
+             "attributes": attributes_summary(info.attributes)}
+            for agent_id, (info, _) in sorted(master.recovered_agents.items())]
+
+
 def _agent_reservations(agent: Agent) -> tuple[dict[str, Resources], Resources]:
     """(reserved by role, unreserved). The model keeps agents' resources unreserved for now."""
     return {}, agent.total
@@ -219,7 +226,7 @@ def slaves(master: Any, slave_id: Optional[str] = None) -> dict[str, Any]:
         element["used_resources_full"] = _allocated_full(used.get(agent.id, {}))
         element["offered_resources_full"] = _allocated_full(offered.get(agent.id, {}))
         out.append(element)
-    return {"slaves": out, "recovered_slaves": []}
+    return {"slaves": out, "recovered_slaves": recovered_slaves(master)}
 
 
 # --------------------------------------------------------------------------- frameworks
@@ -309,7 +316,7 @@ def state(master: Any, flags: dict[str, Any], extra: Optional[dict[str, Any]] = 
                         "hostname": info.hostname},
         "flags": {name: "" if value is None else str(value) for name, value in flags.items()},
         "slaves": [agent_json(agent) for agent in agents],
-        "recovered_slaves": [],
+        "recovered_slaves": recovered_slaves(master),
         "frameworks": [framework_json(f) for f in master.frameworks.values()],
         "completed_frameworks": [framework_json(f) for f in master.completed_frameworks],
         "orphan_tasks": [],
