@@ -5,7 +5,7 @@ import pytest
 
 from meseta import proto
 from meseta.resources import Resources
-from meseta.testing import MasterHarness, make_framework_info, make_task
+from meseta.testing import MasterHarness, make_agent_info, make_framework_info, make_task
 
 A1, A2, F1, F2 = b"agent-1", b"agent-2", b"fw-1", b"fw-2"
 
@@ -284,3 +284,32 @@ def test_events_are_published_for_the_bus(h):
     _, framework_id, _ = launched(h)
     kinds = [kind for kind, _ in h.master.events]
     assert kinds[:3] == ["agent_added", "framework_added", "task_updated"]
+
+
+def test_recovered_agents_reregister_or_expire_after_the_deadline(h):
+    info_a, info_b = make_agent_info(hostname="a"), make_agent_info(hostname="b")
+    h.master.recover_agents({"OLD-S0": info_a, "OLD-S1": info_b}, h.clock.monotonic() + 600)
+    framework_id = h.subscribe(F1)
+    # Still re-registering: Mesos says nothing about tasks that may be on them.
+    assert h.send(F1, proto.Reconcile([proto.ReconcileTask("t", "OLD-S0")])) == []
+    assert h.send(F1, proto.Reconcile([proto.ReconcileTask("t")])) == []
+    info_a.id = "OLD-S0"
+    [reply] = h.send(A1, proto.ReregisterAgent(proto.PROTOCOL_VERSION, info_a))
+    assert isinstance(reply, proto.AgentRegistered) and reply.agent_id == "OLD-S0"
+    assert set(h.master.recovered_agents) == {"OLD-S1"}
+    assert h.master.registry_ops == []          # already in the registry: nothing to write
+    h.clock.advance(601)
+    h.master.agents["OLD-S0"].last_seen = h.clock.monotonic()
+    h.master.frameworks[framework_id].last_seen = h.clock.monotonic()
+    h.master.tick()
+    h._drain()
+    assert not h.master.recovered_agents and "OLD-S1" in h.master.unreachable_agents
+    assert [m.agent_id for m in h.messages(F1, proto.Failure)] == ["OLD-S1"]
+    assert h.master.registry_ops == [("forget", "OLD-S1")]
+    [update] = h.send(F1, proto.Reconcile([proto.ReconcileTask("t", "OLD-S1")]))
+    assert update.status.state == proto.TASK_LOST
+
+
+def test_new_agents_are_written_to_the_registry(h):
+    agent_id = h.register_agent(A1)
+    assert h.master.registry_ops == [("admit", agent_id)]
