@@ -1,9 +1,10 @@
 """Finding the leading master.
 
-`--master` is `host:port` (the master's HTTP port, as with Mesos) or `tcp://host:port` (its
-ZeroMQ ROUTER directly). For `host:port` we ask the master's `/master/info`, which names the
-native endpoints; a standby answers with the leader's. Resolution blocks, so daemons run it off
-their loop thread (`resolve_async`).
+`--master` is `host:port` (the master's HTTP port, as with Mesos), `zk://h1:2181,h2:2181/path`
+(the leader's `json.info_` node in ZooKeeper, Mesos's layout) or `tcp://host:port` (a ROUTER
+directly). For `host:port` we ask the master's `/master/info`, which names the native endpoints;
+a standby answers with the leader's. Resolution blocks, so daemons run it off their loop thread
+(`resolve_async`); `watch()` follows a zk:// leader as it changes.
 """
 from __future__ import annotations
 
@@ -24,9 +25,7 @@ def parse_master(spec: str) -> str:
     spec = spec.strip()
     if not spec:
         raise ValueError("--master is empty: give host:port of the master")
-    if spec.startswith("zk://") or spec.startswith("zoo://"):
-        raise ValueError("ZooKeeper master detection (zk://) is not available yet; give host:port")
-    if spec.startswith("tcp://"):
+    if spec.startswith(("zk://", "zoo://", "tcp://")):
         return spec
     if spec.startswith("http://"):
         spec = spec[len("http://"):].rstrip("/")
@@ -38,8 +37,18 @@ def parse_master(spec: str) -> str:
     return f"{host}:{port}"
 
 
+def is_zookeeper(spec: str) -> bool:
+    return spec.strip().startswith(("zk://", "zoo://"))
+
+
 def resolve(spec: str, timeout: float = 2.0) -> proto.MasterInfo:
     address = parse_master(spec)
+    if is_zookeeper(address):
+        from meseta import zk
+        try:
+            return zk.detect_leader(address, timeout)
+        except Exception as exc:      # kazoo's errors, no leader yet, a bad URL
+            raise DetectionError(f"no leading master in {address}: {exc}") from None
     if address.startswith("tcp://"):
         host_port = address[len("tcp://"):]
         host, _, port = host_port.rpartition(":")
@@ -71,3 +80,13 @@ def resolve_async(spec: str, done: Callable[[proto.MasterInfo | None, str], None
         else:
             done(info, "")
     threading.Thread(target=work, name="master-detector", daemon=True).start()
+
+
+def watch(spec: str, on_change: Callable[[proto.MasterInfo | None], None]):
+    """Follow the leader of a zk:// master (None for host:port: nothing to watch).
+
+    Returns an object with close(); `on_change` runs on a ZooKeeper thread."""
+    if not is_zookeeper(spec):
+        return None
+    from meseta import zk
+    return zk.MasterDetector(spec.strip(), on_change)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 from meseta import proto
-from meseta.detector import resolve_async
+from meseta.detector import resolve_async, watch
 from meseta.log import get_logger
 from meseta.loop import EventLoop, Timer
 from meseta.transport import Dealer, backoff
@@ -46,6 +46,7 @@ class MasterLink:
         self._interval = 1.0
         self._timeout = 5.0
         self._closed = False
+        self._watch = None
 
     @property
     def established(self) -> bool:
@@ -54,6 +55,19 @@ class MasterLink:
     def start(self) -> None:
         self._check_timer = self.loop.call_every(CHECK_INTERVAL, self._check)
         self.loop.call_soon_threadsafe(self._detect)
+        # With ZooKeeper, a leader change is seen at once instead of after missed heartbeats.
+        try:
+            self._watch = watch(self.master, lambda info: self.loop.call_soon_threadsafe(
+                lambda: self._leader_changed(info)))
+        except Exception as exc:
+            log.warning("cannot watch the leader; relying on heartbeats", reason=str(exc))
+
+    def _leader_changed(self, info: proto.MasterInfo | None) -> None:
+        if self._closed or info is None:
+            return
+        current = self.master_info
+        if current is None or info.router != current.router:
+            self.reconnect(f"the leader is now {info.hostname}:{info.port}")
 
     def established_with(self, heartbeat_interval: float, timeout: float) -> None:
         """The master accepted the hello: heartbeat every interval, give up after timeout."""
@@ -97,6 +111,8 @@ class MasterLink:
     def close(self) -> None:
         self._closed = True
         self.established_ = False
+        if self._watch is not None:
+            self._watch.close()
         for timer in (self._attempt_timer, self._check_timer):
             if timer:
                 timer.cancel()
