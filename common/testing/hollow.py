@@ -19,7 +19,7 @@ from typing import Optional
 import zmq
 
 from meseta import proto
-from meseta.detector import resolve
+from meseta.detector import resolve, watch
 from meseta.resources import Resources
 from meseta.transport import Dealer
 
@@ -50,14 +50,23 @@ class HollowAgents:
         self._lock = threading.Lock()
         self._last_heard = time.monotonic()
         self.timeout = 5.0
+        self._watch = None
 
     def start(self) -> "HollowAgents":
         self._thread.start()
+        # With ZooKeeper, move to a new leader as soon as it is elected (as real agents do).
+        self._watch = watch(self.master, self._leader_changed)
         return self
 
     def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
         self._stop.set()
         self._thread.join(10)
+
+    def _leader_changed(self, info: proto.MasterInfo | None) -> None:
+        if info is not None and info.router != self._router:
+            self.reconnect()
 
     def reconnect(self) -> None:
         """Detect the master again and re-register everyone (e.g. after a leader change)."""

@@ -102,27 +102,68 @@ class Daemon:
 
 
 class ProcessCluster:
+    """Masters and agents as child processes. With `zk` (a zk:// URL) it starts `masters`
+    masters contending in ZooKeeper and points agents at the URL."""
+
     def __init__(self, work_dir: str, agents: int = 1, agent_resources: str = "",
-                 master_args: Sequence[str] = (), agent_args: Sequence[str] = ()) -> None:
+                 master_args: Sequence[str] = (), agent_args: Sequence[str] = (),
+                 masters: int = 1, zk: str = "") -> None:
         self.work_dir = str(work_dir)
         self.agent_count = agents
+        self.master_count = masters
+        self.zk = zk
         self.agent_resources = agent_resources
         self.master_args = list(master_args)
         self.agent_args = list(agent_args)
-        self.master: Daemon | None = None
+        self.masters: list[Daemon] = []
         self.agents: list[Daemon] = []
 
+    @property
+    def master(self) -> Daemon:
+        """The leading master (the first one when none leads, or without ZooKeeper)."""
+        return self.leader() or self.masters[0]
+
     def start(self) -> "ProcessCluster":
-        port = free_port()
-        self.master = Daemon("master", [
-            "--ip=127.0.0.1", f"--port={port}", f"--native_port={free_port()}",
-            f"--publisher_port={free_port()}", f"--work_dir={self.work_dir}/master",
-            "--allocation_interval=100ms", *self.master_args],
-            os.path.join(self.work_dir, "master.log"), port).wait_ready()
+        for index in range(self.master_count):
+            self.add_master(index)
+        if self.zk:
+            self.wait_leader()
         for index in range(self.agent_count):
             self.add_agent(index)
         self.wait_agents(self.agent_count)
         return self
+
+    def add_master(self, index: int) -> Daemon:
+        port = free_port()
+        args = ["--ip=127.0.0.1", f"--port={port}", f"--native_port={free_port()}",
+                f"--publisher_port={free_port()}", f"--work_dir={self.work_dir}/master{index}",
+                f"--hostname=127.0.0.1", "--allocation_interval=100ms", *self.master_args]
+        if self.zk:
+            args.append(f"--zk={self.zk}")
+        name = "master.log" if index == 0 else f"master{index}.log"
+        master = Daemon("master", args, os.path.join(self.work_dir, name), port).wait_ready()
+        self.masters.append(master)
+        return master
+
+    def leader(self) -> "Daemon | None":
+        for master in self.masters:
+            if master.proc.poll() is not None:
+                continue
+            try:
+                if get_json(master.url + "/metrics/snapshot", timeout=2)["master/elected"] == 1.0:
+                    return master
+            except OSError:
+                continue
+        return None
+
+    def wait_leader(self, exclude: "Daemon | None" = None, timeout: float = 30.0) -> Daemon:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            leader = self.leader()
+            if leader is not None and leader is not exclude:
+                return leader
+            time.sleep(0.02)
+        raise TimeoutError(f"no leading master within {timeout}s")
 
     def add_agent(self, index: int, extra: Sequence[str] = ()) -> Daemon:
         port = free_port()
@@ -138,7 +179,10 @@ class ProcessCluster:
     def wait_agents(self, count: int, timeout: float = 20.0) -> list[dict]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            slaves = get_json(self.master.url + "/master/slaves")["slaves"]
+            try:
+                slaves = get_json(self.master.url + "/master/slaves")["slaves"]
+            except OSError:
+                slaves = []
             if len([s for s in slaves if s["active"]]) >= count:
                 return slaves
             time.sleep(0.05)
@@ -146,13 +190,13 @@ class ProcessCluster:
 
     @property
     def master_address(self) -> str:
-        return f"127.0.0.1:{self.master.http_port}"
+        return self.zk or f"127.0.0.1:{self.masters[0].http_port}"
 
     def stop(self) -> None:
         for agent in self.agents:
             agent.stop()
-        if self.master:
-            self.master.stop()
+        for master in self.masters:
+            master.stop()
 
     def __enter__(self) -> "ProcessCluster":
         return self.start()
