@@ -63,10 +63,11 @@ class MasterLink:
             log.warning("cannot watch the leader; relying on heartbeats", reason=str(exc))
 
     def _leader_changed(self, info: proto.MasterInfo | None) -> None:
-        if self._closed or info is None:
+        # Only a change away from the master we are talking to matters; while a detection
+        # is in flight (no dealer yet) it will find the current leader by itself.
+        if self._closed or info is None or self.dealer is None or self.master_info is None:
             return
-        current = self.master_info
-        if current is None or info.router != current.router:
+        if info.router != self.master_info.router:
             self.reconnect(f"the leader is now {info.hostname}:{info.port}")
 
     def established_with(self, heartbeat_interval: float, timeout: float) -> None:

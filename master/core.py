@@ -182,10 +182,16 @@ class Master:
     # -- agents ---------------------------------------------------------------------------------
 
     def _register_agent(self, peer: bytes, msg: proto.RegisterAgent) -> None:
-        existing = self.peers.get(peer)
-        if existing and existing[0] == "agent" and existing[1] in self.agents:
-            # A duplicate registration on the same connection: answer again, change nothing.
-            self._send_registered(self.agents[existing[1]])
+        existing = self._agent_at(msg.agent)
+        if existing is not None and existing.active:
+            # The same agent (same address) registering again - a retry, perhaps on a new
+            # connection: as Mesos, answer with the id it has and follow the new connection.
+            if existing.peer != peer:
+                self.peers.pop(existing.peer, None)
+                existing.peer = peer
+                self.peers[peer] = ("agent", existing.id)
+            existing.last_seen = self.clock.monotonic()
+            self._send_registered(existing)
             return
         agent_id = f"{self.info.id}-S{self._next_agent}"
         self._next_agent += 1
@@ -202,6 +208,12 @@ class Master:
         self.registry_ops.append(("admit", agent_id))
         self._event("agent_added", {"agent_id": agent_id, "hostname": agent.hostname, "pid": agent.pid})
         self.allocation_wanted = True
+
+    def _agent_at(self, info: proto.AgentInfo) -> Agent | None:
+        for agent in self.agents.values():
+            if (agent.info.ip, agent.info.port) == (info.ip, info.port):
+                return agent
+        return None
 
     def _reregister_agent(self, peer: bytes, msg: proto.ReregisterAgent) -> None:
         agent_id = msg.agent.id

@@ -26,7 +26,7 @@ def launched(h: MasterHarness, *, cpus: float = 4, task_res: str = "cpus:1;mem:1
 
 def test_ids_follow_mesos_forms(h):
     assert h.register_agent(A1) == "M-S0"
-    assert h.register_agent(A2, hostname="agent2") == "M-S1"
+    assert h.register_agent(A2, hostname="agent2", port=5052) == "M-S1"
     assert h.subscribe(F1) == "M-0000"
     assert h.subscribe(F2, name="other") == "M-0001"
     h.allocate()
@@ -313,3 +313,11 @@ def test_recovered_agents_reregister_or_expire_after_the_deadline(h):
 def test_new_agents_are_written_to_the_registry(h):
     agent_id = h.register_agent(A1)
     assert h.master.registry_ops == [("admit", agent_id)]
+
+
+def test_an_agent_registering_twice_keeps_one_id_and_follows_the_new_connection(h):
+    first = h.register_agent(A1, hostname="x", port=5051)
+    second = h.register_agent(A2, hostname="x", port=5051)
+    assert first == second and len(h.master.agents) == 1
+    assert h.master.agents[first].peer == A2 and A1 not in h.master.peers
+    assert h.register_agent(b"other", hostname="y", port=5052) != first
