@@ -106,12 +106,13 @@ class Dealer:
     A fresh identity per connection, so the master can tell a reconnect from a stale peer.
     """
 
-    def __init__(self, endpoint: str, allowed: tuple[type, ...], max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(self, endpoint: str, allowed: tuple[type, ...], max_frame: int = DEFAULT_MAX_FRAME,
+                 context: zmq.Context | None = None) -> None:
         self.endpoint = endpoint
         self.allowed = allowed
         self.max_frame = max_frame
         self.drops = DropCounters()
-        self.socket = _context().socket(zmq.DEALER)
+        self.socket = (context or _context()).socket(zmq.DEALER)
         _tune(self.socket, max_frame)
         self.socket.setsockopt(zmq.IDENTITY, uuid.uuid4().bytes)
         self.socket.setsockopt(zmq.RECONNECT_IVL, 100)

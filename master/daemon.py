@@ -176,7 +176,12 @@ class MasterDaemon:
         core = Master(self.config, self.term_info, self.clock)
         registry = self.elector.registry
         if registry is not None:
-            admitted = registry.load()
+            try:
+                admitted = registry.load()
+            except Exception as exc:
+                log.error("cannot read the agent registry; not leading this term", reason=str(exc))
+                self._new_term()
+                return
             core.recover_agents(admitted, self.clock.monotonic() + self.config.agent_reregister_timeout)
         self.core = core
         self.publisher.new_epoch()

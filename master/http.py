@@ -5,8 +5,6 @@ rendered on the loop thread from a consistent state and serialised here.
 """
 from __future__ import annotations
 
-import socket
-import struct
 from typing import Any
 
 from flask import Flask, Response, request
@@ -15,6 +13,7 @@ from meseta import __version__, proto
 from meseta.http import base_app, json_response, metrics_response, text_error
 from meseta.master import views
 from meseta.master.daemon import NotLeader
+from meseta.zk import master_info_dict
 
 def _both(app: Flask, path: str, endpoint: str, methods=("GET",)):
     def register(fn):
@@ -31,28 +30,6 @@ def _int_arg(name: str, default: int) -> int:
     if not value.lstrip("-").isdigit():
         raise ValueError(f"Failed to parse '{name}': '{value}' is not a number")
     return int(value)
-
-
-def master_info_json(info: proto.MasterInfo) -> dict:
-    """MasterInfo as Mesos writes it (also the ZooKeeper node content), plus native endpoints."""
-    packed = socket.inet_aton(info.ip) if _is_ipv4(info.ip) else b"\0\0\0\0"
-    return {
-        "id": info.id, "ip": struct.unpack("<I", packed)[0], "port": info.port,
-        "pid": views.master_pid(info), "hostname": info.hostname,
-        "version": info.version,
-        "address": {"hostname": info.hostname, "ip": info.ip, "port": info.port},
-        "capabilities": [{"type": "AGENT_UPDATE"}],
-        "meseta": {"router": info.router, "publisher": info.publisher,
-                   "protocol_version": proto.PROTOCOL_VERSION},
-    }
-
-
-def _is_ipv4(text: str) -> bool:
-    try:
-        socket.inet_aton(text)
-    except OSError:
-        return False
-    return text.count(".") == 3
 
 
 def create_app(daemon: Any) -> Flask:
@@ -87,7 +64,7 @@ def create_app(daemon: Any) -> Flask:
         leader = daemon.leader()       # a standby names the leader, so detection finds it
         if leader is None:
             return text_error("No leader elected", 503)
-        return json_response(master_info_json(leader))
+        return json_response(master_info_dict(leader))
 
     @_both(app, "/redirect", "redirect")
     def redirect() -> Response:

@@ -49,15 +49,20 @@ class AgentRegistry:
     waits on ZooKeeper (failures are logged; the agent is written again when it re-registers).
     """
 
-    def __init__(self, client, path: str) -> None:
+    def __init__(self, client, path: str, timeout: float) -> None:
+        from meseta.zk import ZkStore
         self.client = client
         self.path = path.rstrip("/") + "/registry/agents"
+        self.store = ZkStore(client, self.path, timeout=timeout)    # bounded reads
 
     def load(self) -> dict[str, proto.AgentInfo]:
-        self.client.ensure_path(self.path)
+        """Every admitted agent; a StoreError (ZooKeeper unreachable) propagates: a master that
+        cannot read its registry must not lead."""
         agents = {}
-        for agent_id in self.client.get_children(self.path):
-            data, _ = self.client.get(f"{self.path}/{agent_id}")
+        for agent_id in self.store.children():
+            data = self.store.get(agent_id)
+            if data is None:
+                continue
             try:
                 agents[agent_id] = proto.unpack(proto.AgentInfo, data)
             except proto.ProtocolError as exc:
@@ -104,7 +109,8 @@ class ZooKeeperElector:
         self._contender = self._zk.MasterContender(
             self.url, self._zk.master_info_json(info), on_elected, on_deposed,
             session_timeout=self.session_timeout)
-        self.registry = AgentRegistry(self._contender.client, self._zk.parse_zk_url(self.url).path)
+        self.registry = AgentRegistry(self._contender.client, self._zk.parse_zk_url(self.url).path,
+                                      timeout=self.session_timeout)
 
     def leader(self) -> Optional[proto.MasterInfo]:
         return self._contender.leader_info() if self._contender else None

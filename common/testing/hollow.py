@@ -44,6 +44,9 @@ class HollowAgents:
                                                       resources=Resources.parse(resources)))
                        for i in range(count)]
         self._router: Optional[str] = None
+        # Our own context: a thousand agents, reconnecting, exceed zmq's default 1,024 sockets.
+        self._context = zmq.Context()
+        self._context.set(zmq.MAX_SOCKETS, max(4096, 4 * count))
         self._stop = threading.Event()
         self._reconnect = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hollow-agents", daemon=True)
@@ -103,7 +106,7 @@ class HollowAgents:
         for agent in self.agents:
             if agent.dealer is not None:
                 agent.dealer.close()
-            agent.dealer = Dealer(info.router, proto.MASTER_TO_AGENT)
+            agent.dealer = Dealer(info.router, proto.MASTER_TO_AGENT, context=self._context)
             self._hello(agent)
         self._last_heard = time.monotonic()
 
@@ -140,6 +143,7 @@ class HollowAgents:
         for agent in self.agents:
             if agent.dealer:
                 agent.dealer.close()
+        self._context.term()
 
     def _handle(self, agent: HollowAgent, message: proto.Message) -> None:
         kind = type(message)
