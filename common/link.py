@@ -68,7 +68,14 @@ class MasterLink:
         if self._closed or info is None or self.dealer is None or self.master_info is None:
             return
         if info.router != self.master_info.router:
-            self.reconnect(f"the leader is now {info.hostname}:{info.port}")
+            why = f"the leader is now {info.hostname}:{info.port}"
+            log.warning("connection to the master lost", peer=self.name, reason=why)
+            was = self.established_
+            self.established_ = False
+            if was:
+                self._on_lost(why)
+            self._attempt = 0
+            self._detected(info, "")        # the watch already says where: no new detection
 
     def established_with(self, heartbeat_interval: float, timeout: float) -> None:
         """The master accepted the hello: heartbeat every interval, give up after timeout."""

@@ -54,6 +54,7 @@ class HollowAgents:
         self._last_heard = time.monotonic()
         self.timeout = 5.0
         self._watch = None
+        self._next_leader: Optional[proto.MasterInfo] = None
 
     def start(self) -> "HollowAgents":
         self._thread.start()
@@ -69,6 +70,7 @@ class HollowAgents:
 
     def _leader_changed(self, info: proto.MasterInfo | None) -> None:
         if info is not None and info.router != self._router:
+            self._next_leader = info
             self.reconnect()
 
     def reconnect(self) -> None:
@@ -94,7 +96,7 @@ class HollowAgents:
     # -- the thread -----------------------------------------------------------------------------
 
     def _connect_all(self) -> None:
-        info = None
+        info, self._next_leader = self._next_leader, None
         while info is None and not self._stop.is_set():
             try:
                 info = resolve(self.master, timeout=2.0)
