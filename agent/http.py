@@ -12,7 +12,7 @@ from typing import Any
 from flask import Flask, Response, request, send_file
 
 from meseta import proto
-from meseta.http import base_app, json_response, metrics_response, text_error
+from meseta.http import add_metrics_routes, base_app, json_response, text_error
 
 MAX_READ = 1024 * 1024
 
@@ -154,12 +154,6 @@ def create_app(daemon: Any) -> Flask:
                             "mode": stat.filemode(st.st_mode), "nlink": st.st_nlink})
         return json_response(entries)
 
-    @app.route("/metrics/snapshot")
-    def metrics_snapshot() -> Response:
-        return json_response(daemon.metrics_snapshot())
-
-    @app.route("/metrics")
-    def metrics() -> Response:
-        return metrics_response(daemon.metrics.render())
+    add_metrics_routes(app, daemon)
 
     return app

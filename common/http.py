@@ -79,3 +79,11 @@ def base_app(name: str) -> Flask:
         return text_error(f"Request body exceeds {MAX_BODY_BYTES} bytes", 413)
 
     return app
+
+
+def add_metrics_routes(app: Flask, daemon: Any) -> None:
+    """/metrics (Prometheus) and /metrics/snapshot (Mesos's flat JSON), one source for both:
+    `daemon.metrics` (a meseta.metrics.Registry) and `daemon.metrics_snapshot()`."""
+    app.add_url_rule("/metrics/snapshot", "metrics_snapshot",
+                     lambda: json_response(daemon.metrics_snapshot()))
+    app.add_url_rule("/metrics", "metrics", lambda: metrics_response(daemon.metrics.render()))

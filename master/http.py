@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask, Response, request
 
 from meseta import __version__, proto
-from meseta.http import base_app, json_response, metrics_response, text_error
+from meseta.http import add_metrics_routes, base_app, json_response, text_error
 from meseta.master import views
 from meseta.master.daemon import NotLeader
 from meseta.zk import master_info_dict
@@ -111,13 +111,7 @@ def create_app(daemon: Any) -> Flask:
         slave_id = request.args.get("slave_id")
         return json_response(daemon.read(lambda core: views.slaves(core, slave_id)))
 
-    @app.route("/metrics/snapshot")
-    def metrics_snapshot() -> Response:
-        return json_response(daemon.metrics_snapshot())
-
-    @app.route("/metrics")
-    def metrics() -> Response:
-        return metrics_response(daemon.metrics.render())
+    add_metrics_routes(app, daemon)
 
     @_both(app, "/teardown", "teardown", methods=("POST",))
     def teardown() -> Response:
