@@ -11,13 +11,21 @@ Every command runs in its own session and process group, so it outlives an agent
 kill reaches whatever it started: `signal()` goes to the whole group. The agent sends SIGTERM,
 then SIGKILL after the grace period on its own timer; nothing here sleeps or blocks.
 
-When the command exits, `reap()` SIGKILLs what is left in its group before collecting its
+The command is the child of a waiter, a POSIX shell that is the group's leader (the container's
+pid) and writes the command's exit status to `<sandbox>/.meseta-exit-status` (printf, then mv)
+before it exits with that status. Only a parent learns how a process ended, and the agent may
+be down when a task ends: the waiter is the parent that stays. It survives the SIGTERM of a
+kill (a trap, which its child does not inherit) long enough to record the status; SIGKILL ends
+it with the rest of the group, and the agent, if it is there, sees that. A shell reports a
+command killed by signal N as 128+N, so a status above 128 reads as that signal (`exit_info`).
+
+When the waiter exits, `reap()` SIGKILLs what is left in its group before collecting its
 status (Mesos destroys the container at that point too). The leader is still a zombie then, so
 its pid cannot have been reused as a group id: the kill reaches only the task's processes.
 
 A restarted agent takes its tasks back with `adopt()` (pid + start time, to refuse a reused
-pid). They are no longer its children, so their exit status is lost: `reap()` returns
-EXIT_UNKNOWN for them.
+pid). They are no longer its children; their status comes from the waiter's record, which
+`recorded_exit()` also reads for a task that ended while the agent was down.
 """
 from __future__ import annotations
 
@@ -27,15 +35,15 @@ import select
 import shutil
 import signal
 import subprocess
+import time
 from dataclasses import dataclass, field
 from typing import NamedTuple
-
-import psutil
 
 from meseta import proto
 from meseta.agent.isolation import Isolator, Limitation
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class LaunchError(Exception):
@@ -48,8 +56,8 @@ class LaunchSpec:
     sandbox: str                       # created here, parents too
     value: str                         # the shell command, or the executable when shell is False
     shell: bool = True
-    # argv when shell is False; arguments[0] is argv[0], except under a cgroup isolator, whose
-    # wrapper execs by path (POSIX sh has no `exec -a`), so argv[0] is then the path.
+    # argv when shell is False. The waiter runs it by path (POSIX sh has no `exec -a`), so the
+    # command's argv[0] is its path; arguments[0] only names the executable when value does not.
     arguments: list[str] = field(default_factory=list)
     environment: dict[str, str] = field(default_factory=dict)   # on top of the base environment
     user: str | None = None            # honoured when the agent runs as root
@@ -59,21 +67,45 @@ class LaunchSpec:
 
 @dataclass(frozen=True)
 class ExitInfo:
-    code: int | None                   # exit status, when it exited
-    signal: int | None                 # signal number, when a signal ended it
+    code: int | None                   # the waiter's exit status (a shell's $?); None if killed
+    signal: int | None                 # the signal that ended the command, if one did
     message: str                       # Mesos's text: "Command exited with status 3"
 
 
 EXIT_UNKNOWN = ExitInfo(None, None, "Command exited while the agent was away; status unknown")
+EXIT_STATUS_FILE = ".meseta-exit-status"
+
+# The waiter: `sh -c WAITER meseta-wait STATUS_PATH ARGV...`. Its own stderr goes to /dev/null
+# (a shell prints "Terminated" when its foreground child is killed), the command's is the
+# task's: a subshell sets it and execs ARGV, with the default action for every signal the
+# waiter traps. Nothing is spliced into the script, so no quoting can go wrong.
+_WAITER = ('exec 3>&2 2>/dev/null; trap : TERM INT QUIT HUP; f=$1; shift; '
+           '(exec 2>&3 3>&- "$@"); s=$?; '
+           'printf "%d\\n" "$s" > "$f.tmp" && command -p mv -f "$f.tmp" "$f"; exit "$s"')
+_WAITER_NAME = "meseta-wait"
 
 
-def exit_info(returncode: int) -> ExitInfo:
-    """A Popen returncode as Mesos's command executor reports it (WSTRINGIFY)."""
-    if returncode >= 0:
-        return ExitInfo(returncode, None, f"Command exited with status {returncode}")
-    number = -returncode
+def exit_info(status: int) -> ExitInfo:
+    """The waiter's exit status as Mesos's command executor reports it (WSTRINGIFY). Negative:
+    the waiter itself was killed by that signal (a Popen returncode). 129..192: the shell's way
+    to say its command was killed by signal status-128."""
+    if status < 0:
+        code, number = None, -status
+    elif 128 < status <= 128 + signal.SIGRTMAX:
+        code, number = status, status - 128
+    else:
+        return ExitInfo(status, None, f"Command exited with status {status}")
     name = signal.strsignal(number) or f"Unknown signal {number}"
-    return ExitInfo(None, number, f"Command terminated with signal {name}")
+    return ExitInfo(code, number, f"Command terminated with signal {name}")
+
+
+def recorded_exit(sandbox: str) -> ExitInfo | None:
+    """How the command in `sandbox` ended, as its waiter recorded it; None without a record."""
+    try:
+        with open(os.path.join(sandbox, EXIT_STATUS_FILE)) as handle:
+            return exit_info(int(handle.read().strip()))
+    except (OSError, ValueError):
+        return None
 
 
 class TerminalStatus(NamedTuple):
@@ -106,7 +138,7 @@ class Container:
         self.container_id = container_id
         self.pid = pid
         self.pgid = pid                # start_new_session: the leader's pid names group & session
-        self.start_time = start_time   # psutil create_time, checked by adopt()
+        self.start_time = start_time   # seconds after boot, checked by adopt()
         self.sandbox = sandbox
         self._popen = popen            # None when adopted: not our child
         self._pidfd = os.pidfd_open(pid)
@@ -136,8 +168,8 @@ class Container:
             if returncode is None:
                 return None
             self._exit = exit_info(returncode)
-        else:
-            self._exit = EXIT_UNKNOWN
+        else:   # not our child: the waiter's record, unless a SIGKILL took the waiter too
+            self._exit = recorded_exit(self.sandbox) or EXIT_UNKNOWN
         self.close()
         return self._exit
 
@@ -193,7 +225,7 @@ def launch(spec: LaunchSpec, isolator: Isolator) -> Container:
     """Create the sandbox and start the command under `isolator`; raises LaunchError."""
     env = task_environment(spec)
     account = _account(spec.user)
-    executable, argv = _command(spec, env["PATH"])
+    command = _command(spec, env["PATH"])
     _make_sandbox(spec.sandbox, account)
     try:
         prefix = isolator.prepare(spec.container_id, spec.mem_mb, spec.cpus,
@@ -201,17 +233,15 @@ def launch(spec: LaunchSpec, isolator: Isolator) -> Container:
     except OSError as error:
         isolator.cleanup(spec.container_id)
         raise LaunchError(f"Failed to isolate container: {error}") from None
-    if prefix:   # the wrapper execs by path, so argv[0] becomes the path
-        executable, argv = prefix[0], prefix + [executable] + argv[1:]
+    status_path = os.path.join(spec.sandbox, EXIT_STATUS_FILE)
+    # The isolator's wrapper (if any) execs the waiter in place; the waiter forks the command.
+    argv = prefix + ["/bin/sh", "-c", _WAITER, _WAITER_NAME, status_path, *command]
     try:
-        popen = _spawn(executable, argv, spec.sandbox, env, account)
+        popen = _spawn(argv, spec.sandbox, env, account)
     except OSError as error:
         isolator.cleanup(spec.container_id)
         raise LaunchError(f"Failed to launch command: {error}") from None
-    try:
-        start_time = psutil.Process(popen.pid).create_time()
-    except psutil.Error:
-        start_time = 0.0   # gone already; reap() reports how it ended
+    start_time = process_start_time(popen.pid) or 0.0   # 0: gone already; reap() says how
     return Container(spec.container_id, popen.pid, start_time, spec.sandbox, popen)
 
 
@@ -219,19 +249,36 @@ def adopt(container_id: str, pid: int, start_time: float, sandbox: str) -> Conta
     """The container of a task that survived an agent restart, or None if it is gone (its pid
     is free, or taken by a process started at another time)."""
     try:
-        if abs(psutil.Process(pid).create_time() - start_time) > 0.01:
-            return None
         container = Container(container_id, pid, start_time, sandbox)
-    except (psutil.Error, ProcessLookupError):
+    except ProcessLookupError:
+        return None
+    if process_start_time(pid) != start_time:   # asked once the pidfd holds on to the process
+        container.close()
         return None
     return container
 
 
-def _command(spec: LaunchSpec, path: str) -> tuple[str, list[str]]:
-    """(executable, argv). The executable is resolved now, so a missing one is a LaunchError
-    rather than an exit status 127."""
+def process_start_time(pid: int) -> float | None:
+    """When `pid` started, in seconds after boot (/proc/<pid>/stat, field 22): unlike a wall
+    clock time it never moves, so it tells a reused pid from the same process across restarts."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[19]) / _CLOCK_TICKS
+
+
+def running_for(start_time: float) -> float:
+    """Seconds since a process started at `start_time` (seconds after boot)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME) - start_time
+
+
+def _command(spec: LaunchSpec, path: str) -> list[str]:
+    """The command's argv, its executable by path. The executable is resolved now, so a missing
+    one is a LaunchError rather than an exit status 127."""
     if spec.shell:
-        return "/bin/sh", ["sh", "-c", spec.value]
+        return ["/bin/sh", "-c", spec.value]
     if not spec.value:
         raise LaunchError("Failed to launch command: the command value is empty")
     if "/" in spec.value:
@@ -241,7 +288,7 @@ def _command(spec: LaunchSpec, path: str) -> tuple[str, list[str]]:
         executable = shutil.which(spec.value, path=path)
     if executable is None:
         raise LaunchError(f"Failed to launch command: {spec.value!r} not found or not executable")
-    return executable, list(spec.arguments) or [spec.value]
+    return [executable, *spec.arguments[1:]]
 
 
 def _account(user: str | None) -> pwd.struct_passwd | None:
@@ -268,7 +315,7 @@ def _make_sandbox(sandbox: str, account: pwd.struct_passwd | None) -> None:
         raise LaunchError(f"Failed to create sandbox {sandbox}: {error}") from None
 
 
-def _spawn(executable: str, argv: list[str], sandbox: str, env: dict[str, str],
+def _spawn(argv: list[str], sandbox: str, env: dict[str, str],
            account: pwd.struct_passwd | None) -> subprocess.Popen:
     # No preexec_fn: it would turn vfork into fork, and launches are a hot path.
     switch = {}
@@ -277,6 +324,6 @@ def _spawn(executable: str, argv: list[str], sandbox: str, env: dict[str, str],
                   "extra_groups": os.getgrouplist(account.pw_name, account.pw_gid)}
     with open(os.path.join(sandbox, "stdout"), "ab") as out, \
             open(os.path.join(sandbox, "stderr"), "ab") as err:
-        return subprocess.Popen(argv, executable=executable, stdin=subprocess.DEVNULL,
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=err, cwd=sandbox, env=env, close_fds=True,
                                 start_new_session=True, **switch)

@@ -15,7 +15,8 @@ import pytest
 
 from meseta import proto
 from meseta.agent.containerizer import (EXIT_UNKNOWN, ExitInfo, LaunchError, LaunchSpec, adopt,
-                                        launch, terminal_state)
+                                        exit_info, launch, process_start_time, recorded_exit,
+                                        terminal_state)
 from meseta.agent.isolation import Limitation, PosixIsolator
 
 DEADLINE = 20.0
@@ -119,9 +120,60 @@ def test_exit_zero_is_finished(run):
 
 
 def test_signal_message(run):
-    info = wait_exit(run("kill -9 $$"))
-    assert info == ExitInfo(None, signal.SIGKILL, "Command terminated with signal Killed")
+    info = wait_exit(run("kill -9 $$"))     # the waiter sees its shell's 128+9
+    assert info == ExitInfo(137, signal.SIGKILL, "Command terminated with signal Killed")
     assert terminal_state(info, killed_by_request=False).state == proto.TASK_FAILED
+
+
+def test_exit_info_reads_the_shell_convention_and_popen_returncodes():
+    assert exit_info(3) == ExitInfo(3, None, "Command exited with status 3")
+    assert exit_info(143) == ExitInfo(143, signal.SIGTERM, "Command terminated with signal Terminated")
+    assert exit_info(-9) == ExitInfo(None, signal.SIGKILL, "Command terminated with signal Killed")
+    assert exit_info(255) == ExitInfo(255, None, "Command exited with status 255")
+    assert exit_info(128).signal is None
+
+
+# --------------------------------------------------------------------------- the waiter
+
+
+def test_the_waiter_records_the_exit_status_in_the_sandbox(run):
+    container = run("echo out; exit 3")
+    assert wait_exit(container).code == 3
+    assert recorded_exit(container.sandbox) == ExitInfo(3, None, "Command exited with status 3")
+    assert read(container, "stdout") == "out\n"
+    assert read(container, "stderr") == ""          # nothing from the waiter itself
+
+
+def test_the_waiter_outlives_sigterm_to_record_how_its_command_ended(run):
+    container = run("sleep 300")
+    wait_for(lambda: "sleep" in [p.name() for p in psutil.Process(container.pid).children(True)])
+    container.signal(signal.SIGTERM)
+    info = wait_exit(container)
+    assert info.signal == signal.SIGTERM
+    assert recorded_exit(container.sandbox) == info
+    assert read(container, "stderr") == ""          # no "Terminated" from the waiting shell
+
+
+def test_a_command_that_handles_sigterm_decides_its_own_status(run):
+    container = run("trap 'exit 7' TERM; touch ready; while :; do sleep 0.05; done")
+    wait_for(lambda: os.path.exists(os.path.join(container.sandbox, "ready")))
+    container.signal(signal.SIGTERM)
+    assert wait_exit(container).code == 7
+    assert recorded_exit(container.sandbox).code == 7
+
+
+def test_the_command_ignores_no_signal_the_waiter_traps(run):
+    container = run("/bin/cat", shell=False, arguments=["cat", "/proc/self/status"])
+    wait_exit(container)
+    fields = dict(line.split(":\t", 1) for line in read(container, "stdout").splitlines())
+    assert int(fields["SigIgn"], 16) == 0
+
+
+def test_sigkill_leaves_no_record(run):
+    container = run("sleep 300")
+    container.signal(signal.SIGKILL)
+    assert wait_exit(container) == ExitInfo(None, signal.SIGKILL, "Command terminated with signal Killed")
+    assert recorded_exit(container.sandbox) is None
 
 
 def test_reap_is_none_while_running_and_pidfd_turns_readable_on_exit(run):
@@ -181,10 +233,10 @@ def test_terminal_state_order():
 # --------------------------------------------------------------------------- argv mode, errors
 
 
-def test_argv_mode_keeps_arguments_and_argv0(run):
+def test_argv_mode_runs_the_executable_by_path_with_the_arguments(run):
     container = run("/bin/cat", shell=False, arguments=["my-cat", "/proc/self/cmdline"])
     assert wait_exit(container).code == 0
-    assert read(container, "stdout") == "my-cat\0/proc/self/cmdline\0"
+    assert read(container, "stdout") == "/bin/cat\0/proc/self/cmdline\0"   # no exec -a in sh
 
 
 def test_argv_mode_searches_path_and_does_not_use_a_shell(run):
@@ -221,6 +273,7 @@ def test_runs_as_the_task_user_when_root(run):
 
 def test_adopt_checks_start_time_and_watches_the_process(run):
     container = run("sleep 300")
+    assert container.start_time == process_start_time(container.pid)
     assert adopt("other", container.pid, container.start_time + 5, container.sandbox) is None
     adopted = adopt(container.container_id, container.pid, container.start_time,
                     container.sandbox)
@@ -228,8 +281,20 @@ def test_adopt_checks_start_time_and_watches_the_process(run):
     assert adopted.reap() is None
     adopted.signal(signal.SIGKILL)
     select.select([adopted], [], [], DEADLINE)
-    assert adopted.reap() is EXIT_UNKNOWN    # not our child: the status is lost
+    assert adopted.reap() is EXIT_UNKNOWN    # not our child, and SIGKILL took the waiter too
     assert wait_exit(container).signal == signal.SIGKILL
+
+
+def test_an_adopted_container_reports_the_status_its_waiter_recorded(run):
+    container = run("read line < fifo; exit $line")
+    fifo = os.path.join(container.sandbox, "fifo")
+    os.mkfifo(fifo)
+    adopted = adopt(container.container_id, container.pid, container.start_time,
+                    container.sandbox)
+    with open(fifo, "w") as pipe:
+        pipe.write("3\n")
+    assert wait_exit(adopted) == ExitInfo(3, None, "Command exited with status 3")
+    wait_exit(container)
 
 
 def test_adopt_a_process_that_is_gone(run):
