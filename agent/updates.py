@@ -2,7 +2,9 @@
 backoff until the framework acknowledges (at-least-once, as Mesos's status update manager).
 
 Pure bookkeeping: the daemon asks what to send now (`enqueue`, `acknowledge`, `due`) and
-sends it. Times are monotonic seconds passed in by the caller.
+sends it. Times are monotonic seconds passed in by the caller. The daemon checkpoints what
+`pending()` returns; a restarted agent puts it back with `restore()` and sends the heads again
+once it has re-registered (`resend_all`).
 """
 from __future__ import annotations
 
@@ -20,7 +22,6 @@ class Stream:
     pending: deque = field(default_factory=deque)     # of proto.TaskStatus, head = in flight
     next_retry: float = 0.0
     interval: float = 0.0
-    terminated: bool = False                          # the terminal update was acknowledged
 
 
 class UpdateManager:
@@ -48,7 +49,6 @@ class UpdateManager:
             return False, None
         head = stream.pending.popleft()
         if head.state in proto.TERMINAL_STATES and not stream.pending:
-            stream.terminated = True
             del self.streams[(framework_id, task_id)]
             return True, None
         if stream.pending:
@@ -68,6 +68,20 @@ class UpdateManager:
     def resend_all(self, now: float) -> list[proto.StatusUpdate]:
         """After (re)registering with a master: every head again, backoff reset."""
         return [self._send_head(stream, now) for stream in self.streams.values() if stream.pending]
+
+    def restore(self, framework_id: str, statuses: list[proto.TaskStatus]) -> None:
+        """Queue checkpointed updates, oldest first, without sending: `resend_all` does that."""
+        for status in statuses:
+            key = (framework_id, status.task_id)
+            stream = self.streams.get(key)
+            if stream is None:
+                stream = self.streams[key] = Stream(framework_id, status.task_id)
+            stream.pending.append(status)
+
+    def pending(self, framework_id: str, task_id: str) -> list[proto.TaskStatus]:
+        """The task's unacknowledged updates, oldest (in flight) first."""
+        stream = self.streams.get((framework_id, task_id))
+        return list(stream.pending) if stream else []
 
     def forget_framework(self, framework_id: str) -> None:
         for key in [k for k in self.streams if k[0] == framework_id]:
