@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from meseta.frameworks.marathon.restart import RESIDENT_UPGRADE_STRATEGY, UpgradeStrategy
 from meseta.frameworks.marathon.pathid import ROOT, PathId, PathIdError, resolve
 from meseta.frameworks.marathon.schema import (
     APP_VALIDATOR,
@@ -57,19 +58,6 @@ __all__ = [
     "parse_timestamp",
     "canonical_timestamp",
 ]
-
-
-@dataclass(frozen=True)
-class UpgradeStrategy:
-    minimum_health_capacity: float = 1.0
-    maximum_over_capacity: float = 1.0
-
-    def to_json(self) -> dict[str, Any]:
-        return {"maximumOverCapacity": _num(self.maximum_over_capacity),
-                "minimumHealthCapacity": _num(self.minimum_health_capacity)}
-
-
-RESIDENT_UPGRADE_STRATEGY = UpgradeStrategy(0.5, 0.0)
 
 
 @dataclass(frozen=True)

@@ -78,8 +78,13 @@ class UpgradeStrategy:
         return cls(obj.get("minimumHealthCapacity", 1.0), obj.get("maximumOverCapacity", 1.0))
 
     def to_json(self) -> dict[str, float]:
-        return {"minimumHealthCapacity": self.minimum_health_capacity,
-                "maximumOverCapacity": self.maximum_over_capacity}
+        # Marathon writes whole doubles without a fraction.
+        return {"minimumHealthCapacity": _whole(self.minimum_health_capacity),
+                "maximumOverCapacity": _whole(self.maximum_over_capacity)}
+
+
+def _whole(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
 
 
 RESIDENT_UPGRADE_STRATEGY = UpgradeStrategy(0.5, 0.0)  # the default of apps with local volumes

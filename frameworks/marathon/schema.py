@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any, Iterable, Iterator
 
 from jsonschema import Draft202012Validator
 
+from meseta.frameworks.marathon.constraints import validate_constraints
 from meseta.frameworks.marathon.pathid import id_errors
 
 __all__ = [
@@ -36,7 +36,6 @@ __all__ = [
     "strip_nulls",
     "raw_problems",
     "app_problems",
-    "constraint_errors",
     "health_check_defaults",
     "APP_VALIDATOR",
     "GROUP_VALIDATOR",
@@ -371,11 +370,6 @@ def health_check_defaults(check: dict[str, Any]) -> dict[str, Any]:
 # Rules on the raw app body. The structure may be invalid here, so every rule checks types.
 
 NO_COMMAND = "AppDefinition must either contain one of 'cmd' or 'args', and/or a 'container'."
-OPERATORS = ("UNIQUE", "CLUSTER", "GROUP_BY", "LIKE", "MAX_PER", "UNLIKE", "IS")
-_BAD_OPERATOR = "operator must be one of the following UNIQUE, CLUSTER, GROUP_BY, LIKE, MAX_PER, UNLIKE or IS"
-MAX_REGEX_LENGTH = 4096  # Mesos caps its RE2 patterns; a constraint regex runs on every offer
-_INTEGER = re.compile(r"[0-9]+")
-_IS_VALUE = re.compile(r"[a-zA-Z0-9_/.-]*")
 
 
 def raw_problems(doc: dict[str, Any]) -> Problems:
@@ -417,52 +411,10 @@ def raw_problems(doc: dict[str, Any]) -> Problems:
     for index, dependency in enumerate(doc.get("dependencies") or []):
         if isinstance(dependency, str):
             problems += [(join_path("/dependencies", index), m) for m in id_errors(dependency)]
-    constraints = doc.get("constraints")
-    if isinstance(constraints, list):
-        for index, constraint in enumerate(constraints):
-            problems += [(join_path("/constraints", index), m) for m in constraint_errors(constraint)]
+    if isinstance(doc.get("constraints"), list):
+        # One validator for constraints, the one placement uses (safe regexes included).
+        problems += validate_constraints(doc["constraints"], "/constraints")
     return problems
-
-
-def constraint_errors(constraint: Any) -> list[str]:
-    """Reference §2.5; shapes other than 2-3 strings are left to the schema."""
-    if not (isinstance(constraint, list) and 2 <= len(constraint) <= 3
-            and all(isinstance(part, str) for part in constraint)):
-        return []
-    field, operator = constraint[0], constraint[1]
-    value = constraint[2] if len(constraint) == 3 else None
-    errors = [] if field else ["field must not be empty"]
-    if operator not in OPERATORS:
-        errors.append(_BAD_OPERATOR)
-    elif operator == "UNIQUE" and value is not None:
-        errors.append("UNIQUE does not accept a value")
-    elif operator == "GROUP_BY" and value is not None and not _INTEGER.fullmatch(value):
-        errors.append("GROUP BY must define an integer value or else no value at all")
-    elif operator == "MAX_PER" and (value is None or not _INTEGER.fullmatch(value)):
-        errors.append("MAX_PER requires an integer value")
-    elif operator == "IS" and (value is None or not _IS_VALUE.fullmatch(value)):
-        errors.append(f"IS requires a value matching ^{_IS_VALUE.pattern}$")
-    elif operator in ("LIKE", "UNLIKE"):
-        errors += _regex_errors(operator, value)
-    return errors
-
-
-def _regex_errors(operator: str, value: str | None) -> list[str]:
-    if value is None:
-        return [f"{operator} requires a regular expression value"]
-    if len(value) > MAX_REGEX_LENGTH:
-        return [f"regular expression must be at most {MAX_REGEX_LENGTH} characters long"]
-    try:
-        re.compile(value)
-    except re.error as error:
-        return [f"'{value}' is not a valid regular expression: {error}"]
-    return []
-
-
-# ---------------------------------------------------------------------------------------------
-# Rules across fields, on the normalised app (every default present, deprecated forms gone).
-
-_PORT_INDEX = "Health check port indices must address an element of the ports array or container port mappings."
 
 
 def app_problems(d: dict[str, Any]) -> Problems:
@@ -506,6 +458,12 @@ def _container_problems(d: dict[str, Any]) -> Problems:
     if d.get("gpus", 0) > 0 and container.get("type") == "DOCKER":
         problems.append(("/gpus", "GPU resources only work with the Mesos containerizer"))
     return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules across fields, on the normalised app (every default present, deprecated forms gone).
+
+_PORT_INDEX = "Health check port indices must address an element of the ports array or container port mappings."
 
 
 def _health_problems(d: dict[str, Any]) -> Problems:

@@ -337,11 +337,11 @@ def test_a_deprecated_field_that_contradicts_its_replacement(fields, path, messa
     (["rack", "GROUP_BY", "two"], "GROUP BY must define an integer value or else no value at all"),
     (["rack", "MAX_PER"], "MAX_PER requires an integer value"),
     (["rack", "MAX_PER", "1.5"], "MAX_PER requires an integer value"),
-    (["rack", "LIKE"], "LIKE requires a regular expression value"),
+    (["rack", "LIKE"], "LIKE and UNLIKE require a non-empty, regular expression value"),
     (["rack", "LIKE", "("], "is not a valid regular expression"),
-    (["rack", "LIKE", "a" * 5000], "regular expression must be at most 4096 characters long"),
-    (["rack", "IS", "a b"], "IS requires a value matching"),
-    (["", "UNIQUE"], "field must not be empty"),
+    (["rack", "LIKE", "a" * 5000], "longer than 512 characters"),
+    (["rack", "IS", "a b"], "IS only supports Mesos text and scalar values"),
+    (["", "UNIQUE"], "missing field for constraint declaration"),
 ])
 def test_constraints(constraint, message):
     body = {"id": "/app", "cmd": "x", "constraints": [constraint]}
