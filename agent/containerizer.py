@@ -18,6 +18,8 @@ be down when a task ends: the waiter is the parent that stays. It survives the S
 kill (a trap, which its child does not inherit) long enough to record the status; SIGKILL ends
 it with the rest of the group, and the agent, if it is there, sees that. A shell reports a
 command killed by signal N as 128+N, so a status above 128 reads as that signal (`exit_info`).
+One gap: a SIGTERM that arrives while the waiter forks its command (within a millisecond or so
+of the launch) can be lost by both; the SIGKILL at the end of the grace period still ends them.
 
 When the waiter exits, `reap()` SIGKILLs what is left in its group before collecting its
 status (Mesos destroys the container at that point too). The leader is still a zombie then, so

@@ -64,6 +64,13 @@ def wait_for(condition, timeout=DEADLINE):
         select.select([], [], [], 0.01)
 
 
+def running(container, name="sleep"):
+    """Wait until the waiter's command (or its child) runs `name`: a SIGTERM sent while the
+    waiter is still forking it may be lost (see the containerizer's docstring)."""
+    wait_for(lambda: name in [p.name() for p in psutil.Process(container.pid).children(True)])
+    return container
+
+
 def read(container, name):
     with open(os.path.join(container.sandbox, name)) as f:
         return f.read()
@@ -145,8 +152,7 @@ def test_the_waiter_records_the_exit_status_in_the_sandbox(run):
 
 
 def test_the_waiter_outlives_sigterm_to_record_how_its_command_ended(run):
-    container = run("sleep 300")
-    wait_for(lambda: "sleep" in [p.name() for p in psutil.Process(container.pid).children(True)])
+    container = running(run("sleep 300"))
     container.signal(signal.SIGTERM)
     info = wait_exit(container)
     assert info.signal == signal.SIGTERM
@@ -177,7 +183,7 @@ def test_sigkill_leaves_no_record(run):
 
 
 def test_reap_is_none_while_running_and_pidfd_turns_readable_on_exit(run):
-    container = run("sleep 300")
+    container = running(run("sleep 300"))
     assert container.reap() is None
     assert select.select([container], [], [], 0)[0] == []
     container.signal(signal.SIGTERM)
