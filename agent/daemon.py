@@ -1,10 +1,15 @@
 """The agent: registers its resources with the master and runs the tasks it is given.
 
-    master --run_task--> loop --launch--> containerizer (process group, sandbox, isolator)
-    pidfd readable --> reap --> terminal state --> UpdateManager --> master --> framework
-    framework ack --> master --> status_update_ack --> next update of that task
+    master --run_task--> loop --checkpoint, launch--> containerizer (waiter, sandbox, isolator)
+    pidfd readable --> reap --> terminal state --> checkpoint --> UpdateManager --> master
+    framework ack --> master --> status_update_ack --> checkpoint --> next update of that task
 
-One loop thread owns the task table; HTTP threads read it through `loop.call`.
+    start --> checkpoint.recover --> live tasks re-adopted, ended ones reported, unacknowledged
+          updates queued again --> reregister_agent with the same agent id --> resend them
+
+Every change to a task is checkpointed before anyone hears of it, so a restarted agent knows
+everything it has said. One loop thread owns the task table; HTTP threads read it through
+`loop.call`.
 """
 from __future__ import annotations
 
@@ -18,19 +23,26 @@ from typing import Any, Optional
 
 from meseta import proto
 from meseta.agent import containerizer as cz
+from meseta.agent.checkpoint import (BrokenTask, Checkpoint, Recovered, TaskCheckpoint,
+                                     current_boot_id)
 from meseta.agent.detect import agent_resources
 from meseta.agent.isolation import make_isolator
 from meseta.agent.updates import UpdateManager
 from meseta.clock import Clock
-from meseta.config import Flag, duration_flag, parse_port, render_flags
+from meseta.config import Flag, bool_flag, duration_flag, parse_port, render_flags
 from meseta.link import MasterLink
 from meseta.http import HttpServer
 from meseta.log import get_logger
 from meseta.loop import EventLoop, Timer
 from meseta.metrics import Registry
-from meseta.resources import parse_attributes
+from meseta.resources import Resources, parse_attributes
 
 log = get_logger("meseta.agent")
+
+# Mesos's reason for a task the agent could not recover after a restart.
+REASON_AGENT_RESTARTED = "REASON_AGENT_RESTARTED"
+# How long an acknowledgement may wait to be checkpointed (a crash in between resends the update).
+ACK_CHECKPOINT_INTERVAL = 1.0
 
 
 def _attributes(text: str) -> dict:
@@ -53,6 +65,8 @@ AGENT_FLAGS = (
     duration_flag("status_update_retry_interval_min", "10secs", "First retry of an unacknowledged update."),
     duration_flag("status_update_retry_interval_max", "10mins", "Longest retry interval."),
     duration_flag("resource_check_interval", "500ms", "How often posix isolation measures tasks."),
+    bool_flag("strict", True, "Refuse to start when a checkpoint file under <work_dir>/meta is "
+              "unreadable; false: recover the rest and report the broken tasks lost."),
     Flag("http_threads", 8, "HTTP server threads.", int),
     Flag("log_level", "info", "debug, info, warning or error."),
     Flag("log_format", "auto", "json, text, or auto (text on a terminal)."),
@@ -66,6 +80,8 @@ class RunningTask:
     container_id: str
     sandbox: str
     state: str = proto.TASK_STAGING
+    pid: Optional[int] = None
+    start_time: Optional[float] = None            # of pid, in seconds after boot
     container: Optional[Any] = None
     kill_requested: bool = False
     kill_reason: Optional[tuple[str, str, str]] = None     # (state, reason, message) overriding exit
@@ -76,6 +92,10 @@ class RunningTask:
     @property
     def framework_id(self) -> str:
         return self.framework.id or ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.framework_id, self.info.task_id
 
 
 class AgentDaemon:
@@ -89,7 +109,12 @@ class AgentDaemon:
         self.agent_id: Optional[str] = None
         self.master_id: Optional[str] = None
         self.tasks: dict[tuple[str, str], RunningTask] = {}
+        # Ended runs whose terminal update is not acknowledged yet, by container id: their
+        # checkpoint stays until it is.
+        self.terminated: dict[str, RunningTask] = {}
         self.completed: list[RunningTask] = []
+        # Runs whose acknowledgements are not checkpointed yet, by container id (_acknowledged).
+        self._unsaved: dict[str, RunningTask] = {}
         self.updates = UpdateManager(config.status_update_retry_interval_min,
                                      config.status_update_retry_interval_max)
         self.isolator = None
@@ -110,14 +135,18 @@ class AgentDaemon:
         os.makedirs(cfg.work_dir, exist_ok=True)
         self.work_dir = os.path.realpath(cfg.work_dir)
         self.sandbox_root = os.path.join(self.work_dir, "frameworks")
+        self.checkpoint = Checkpoint(self.work_dir)
+        boot_id = current_boot_id()
+        recovered = self.checkpoint.recover(boot_id, cfg.strict)   # CheckpointError: refuse
+        if recovered.rebooted:
+            log.warning("the host rebooted since this agent last ran: its tasks are gone, "
+                        "so it registers as a new agent")
+            self.checkpoint.forget()
+        self.checkpoint.save_boot_id(boot_id)
         resources = agent_resources(self.work_dir, cfg.resources or None)
         # A stable name per work dir: a restarted agent finds its own cgroups again.
         name = "meseta-agent-" + hashlib.sha1(self.work_dir.encode()).hexdigest()[:12]
         self.isolator = make_isolator(cfg.isolation, agent_name=name)
-        for orphan in self.isolator.orphans(()):
-            # Containers of an earlier run of this agent: nothing re-adopts them yet, so they go.
-            log.warning("removing a container left by an earlier run", container_id=orphan)
-            self.isolator.cleanup(orphan)
         self.http = HttpServer(create_app(self), cfg.ip, cfg.port, cfg.http_threads, "agent-http")
         self.http.server.prepare()
         advertise = cfg.advertise_ip or cfg.ip
@@ -126,8 +155,10 @@ class AgentDaemon:
         self.info = proto.AgentInfo(hostname=cfg.hostname or socket.gethostname(),
                                     port=self.http.port, resources=resources,
                                     attributes=dict(cfg.attributes), ip=advertise)
+        self._recover(recovered)
         self.link.start()
         self.loop.call_every(0.25, self._retry_updates)
+        self.loop.call_every(ACK_CHECKPOINT_INTERVAL, self._save_acknowledgements)
         self.loop.call_every(cfg.resource_check_interval, self._check_limits)
         self._thread = self.loop.start_thread()
         self.http.start_prepared()
@@ -135,12 +166,13 @@ class AgentDaemon:
                  resources=str(resources), isolation=self.isolator.name)
 
     def stop(self, kill_tasks: bool = True) -> None:
-        """SIGTERM: stop serving; by default kill the tasks this agent runs (see `meseta up`)."""
-        log.info("agent stopping", tasks=len(self.tasks))
+        """Stop serving. `kill_tasks`: kill the tasks and forget the checkpoint, so that the next
+        start is a new agent (a Mesos agent on SIGUSR1; `meseta up` on Ctrl-C). Otherwise they
+        keep running, checkpointed, for the next start to take back (a Mesos agent on SIGTERM)."""
+        log.info("agent stopping", tasks=len(self.tasks), kill_tasks=kill_tasks)
         if self.http:
             self.http.stop()
-        if kill_tasks:
-            self.loop.call(self._kill_all, timeout=10)
+        self.loop.call(self._kill_all if kill_tasks else self._save_acknowledgements, timeout=10)
         self.loop.stop()
         if self._thread:
             self._thread.join(5)
@@ -169,6 +201,106 @@ class AgentDaemon:
             if task.container is not None:
                 task.container.signal(signal.SIGKILL)
                 self.isolator.cleanup(task.container_id)
+        self._unsaved.clear()
+        self.checkpoint.forget()
+
+    # -- recovery -------------------------------------------------------------------------------
+
+    def _recover(self, recovered: Recovered) -> None:
+        """Take back what the last run of this agent left (start(), before the loop runs)."""
+        self.agent_id = recovered.agent_id
+        if self.agent_id is None and (recovered.tasks or recovered.broken):
+            # Tasks are reported under the agent id; without it they belong to no one.
+            log.error("checkpointed tasks but no agent id: killing them and starting as a new agent",
+                      tasks=len(recovered.tasks))
+            for record in recovered.tasks:
+                container = cz.adopt(record.container_id, record.pid, record.start_time,
+                                     record.sandbox) if record.pid else None
+                if container is not None:
+                    container.signal(signal.SIGKILL)
+                    container.close()
+            self.checkpoint.forget()
+            recovered = Recovered()
+        # Runs of a reused task id share one update stream: the earlier run's updates go first.
+        for record in sorted(recovered.tasks, key=lambda r: (r.state not in proto.TERMINAL_STATES,
+                                                             [s.timestamp for s in r.pending])):
+            self._recover_task(record)
+        for broken in recovered.broken:
+            self._recover_broken(broken)
+        live = {task.container_id for task in self.tasks.values() if task.container is not None}
+        for orphan in self.isolator.orphans(live):
+            log.warning("removing a container no recovered task claims", container_id=orphan)
+            self.isolator.cleanup(orphan)
+        if recovered.tasks or recovered.broken:
+            log.info("recovered from the checkpoint", agent_id=self.agent_id,
+                     running=len(live), ended=len(self.terminated))
+
+    def _recover_task(self, record: TaskCheckpoint) -> None:
+        task = RunningTask(record.framework, record.task, record.container_id, record.sandbox,
+                           state=record.state, pid=record.pid, start_time=record.start_time,
+                           kill_requested=record.kill_requested,
+                           kill_reason=tuple(record.kill_reason) if record.kill_reason else None,
+                           statuses=list(record.pending))
+        self.updates.restore(task.framework_id, record.pending)
+        if record.state in proto.TERMINAL_STATES:
+            if record.pending:
+                self.terminated[task.container_id] = task
+                self.completed.append(task)
+            else:   # acknowledged just before the last run stopped
+                self.checkpoint.remove_task(task.framework_id, task.info.task_id, task.container_id)
+            return
+        self.tasks[task.key] = task
+        if record.pid is None:
+            self._report(task, self._status(
+                task, proto.TASK_LOST, "The agent restarted while launching the task",
+                REASON_AGENT_RESTARTED, source=proto.SOURCE_AGENT))
+            self._finish(task)
+            return
+        self.isolator.recover(task.container_id, task.info.resources.mem, task.info.resources.cpus)
+        task.container = cz.adopt(task.container_id, task.pid, task.start_time, task.sandbox)
+        if task.container is None or task.container.reap() is not None:
+            # Gone, or a zombie no init has reaped yet (its group's leftovers die in reap()).
+            task.container = None
+            self._ended_while_away(task)
+            return
+        self.loop.add_reader(task.container, lambda: self._on_exit(task))
+        self._arm_completion_timer(task, cz.running_for(task.start_time))
+        if task.kill_requested:   # SIGTERM went out before the restart: SIGKILL follows anyway
+            task.kill_timer = self.loop.call_later(self.config.executor_shutdown_grace_period,
+                                                   lambda: task.container.signal(signal.SIGKILL))
+        log.info("task recovered", task_id=task.info.task_id, pid=task.pid)
+
+    def _ended_while_away(self, task: RunningTask) -> None:
+        """The task's process is gone (or its pid belongs to another process now)."""
+        recorded = cz.recorded_exit(task.sandbox)
+        if task.kill_reason is not None:
+            state, reason, message = task.kill_reason
+        elif recorded is not None or task.kill_requested:
+            state, reason, message = cz.terminal_state(recorded or cz.EXIT_UNKNOWN,
+                                                       task.kill_requested)
+        else:
+            state, reason, message = (proto.TASK_LOST, REASON_AGENT_RESTARTED,
+                                      "The agent lost track of the task: its command ended while "
+                                      "the agent was down and left no exit status")
+        source = proto.SOURCE_AGENT if state == proto.TASK_LOST else proto.SOURCE_EXECUTOR
+        self.isolator.cleanup(task.container_id)
+        self._report(task, self._status(task, state, message, reason, source=source))
+        self._finish(task)
+
+    def _recover_broken(self, broken: BrokenTask) -> None:
+        """A run whose checkpoint cannot be read (--strict=false): the framework hears it is lost,
+        and a readable record of that replaces the broken file until it is acknowledged."""
+        log.error("task checkpoint unreadable: reporting the task lost", path=broken.path,
+                  problem=broken.problem, task_id=broken.task_id)
+        framework = proto.FrameworkInfo(user="", name="", id=broken.framework_id)
+        info = proto.TaskInfo(task_id=broken.task_id, name=broken.task_id,
+                              agent_id=self.agent_id or "", resources=Resources())
+        task = RunningTask(framework, info, broken.container_id,
+                           self._sandbox(broken.framework_id, broken.task_id, broken.container_id))
+        message = f"The agent restarted and could not recover the task: {broken.problem}"
+        self._report(task, self._status(task, proto.TASK_LOST, message, REASON_AGENT_RESTARTED,
+                                        source=proto.SOURCE_AGENT))
+        self._finish(task)
 
     # -- connection to the master ----------------------------------------------------------------
 
@@ -176,9 +308,17 @@ class AgentDaemon:
         if self.agent_id is None:
             return proto.RegisterAgent(proto.PROTOCOL_VERSION, self.info)
         self.info.id = self.agent_id
-        records = [proto.TaskRecord(framework_id=t.framework_id, task=t.info, state=t.state,
-                                    framework=t.framework) for t in self.tasks.values()]
-        return proto.ReregisterAgent(proto.PROTOCOL_VERSION, self.info, records)
+        records = {}
+        for task in self.terminated.values():
+            if task.pid is not None:
+                # Reported as it last ran: its terminal update follows the re-registration, and
+                # the master learns the end from that (saying it here too would say it twice).
+                records[task.key] = proto.TaskRecord(task.framework_id, task.info,
+                                                     proto.TASK_RUNNING, task.framework)
+        for task in self.tasks.values():
+            records[task.key] = proto.TaskRecord(task.framework_id, task.info, task.state,
+                                                 task.framework)
+        return proto.ReregisterAgent(proto.PROTOCOL_VERSION, self.info, list(records.values()))
 
     def _lost_master(self, why: str) -> None:
         log.warning("lost the master; detecting it again", reason=why)
@@ -203,6 +343,14 @@ class AgentDaemon:
 
     def _on_registered(self, message: proto.AgentRegistered) -> None:
         first = self.agent_id is None
+        if message.agent_id != self.agent_id:
+            if not first:
+                log.error("the master gave this agent a new id", old=self.agent_id,
+                          new=message.agent_id)
+            try:
+                self.checkpoint.save_agent_id(message.agent_id)
+            except OSError as error:
+                log.error("cannot checkpoint the agent id", error=str(error))
         self.agent_id, self.master_id = message.agent_id, message.master_id
         self.link.established_with(message.heartbeat_interval, message.total_ping_timeout)
         log.info("registered with master" if first else "reregistered with master",
@@ -222,6 +370,10 @@ class AgentDaemon:
 
     # -- tasks ----------------------------------------------------------------------------------
 
+    def _sandbox(self, framework_id: str, task_id: str, container_id: str) -> str:
+        return os.path.join(self.sandbox_root, framework_id, "executors", task_id, "runs",
+                            container_id)
+
     def _run_task(self, message: proto.RunTask) -> None:
         framework, info = message.framework, message.task
         if not (proto.valid_id(info.task_id) and proto.valid_id(framework.id or "")):
@@ -235,12 +387,13 @@ class AgentDaemon:
             log.warning("duplicate run_task ignored", task_id=info.task_id)
             return
         container_id = str(uuid.uuid4())
-        sandbox = os.path.join(self.sandbox_root, key[0], "executors", info.task_id, "runs", container_id)
-        task = RunningTask(framework, info, container_id, sandbox)
+        task = RunningTask(framework, info, container_id, self._sandbox(*key, container_id))
         self.tasks[key] = task
         try:
+            # Before the process exists, so that no crash can leave it unknown.
+            self.checkpoint.save_task(self._record(task))
             spec = cz.LaunchSpec(
-                container_id=container_id, sandbox=sandbox, shell=info.command.shell,
+                container_id=container_id, sandbox=task.sandbox, shell=info.command.shell,
                 value=info.command.value, arguments=list(info.command.arguments),
                 environment=self._environment(task), user=info.command.user,
                 mem_mb=info.resources.mem, cpus=info.resources.cpus)
@@ -248,19 +401,24 @@ class AgentDaemon:
         except Exception as exc:   # whatever went wrong, the framework hears about it
             if not isinstance(exc, cz.LaunchError):
                 log.exception("launch failed", task_id=info.task_id)
-            self._status(task, proto.TASK_FAILED, f"Failed to launch container: {exc}",
-                         proto.REASON_CONTAINER_LAUNCH_FAILED)
+            self._report(task, self._status(task, proto.TASK_FAILED,
+                                            f"Failed to launch container: {exc}",
+                                            proto.REASON_CONTAINER_LAUNCH_FAILED))
             self._finish(task)
             return
+        task.pid, task.start_time = task.container.pid, task.container.start_time
         self._launched.inc()
         self.loop.add_reader(task.container, lambda: self._on_exit(task))
-        self._status(task, proto.TASK_STARTING, "")
-        self._status(task, proto.TASK_RUNNING, "", executor_pid=task.container.pid)
-        if info.max_completion_seconds:
-            task.completion_timer = self.loop.call_later(
-                info.max_completion_seconds, lambda: self._terminate(
-                    task, (proto.TASK_FAILED, proto.REASON_MAX_COMPLETION_TIME_REACHED,
-                           "Task exceeded its maximum completion time")))
+        self._report(task, self._status(task, proto.TASK_STARTING, ""),
+                     self._status(task, proto.TASK_RUNNING, "", executor_pid=task.pid))
+        self._arm_completion_timer(task, 0.0)
+
+    def _arm_completion_timer(self, task: RunningTask, elapsed: float) -> None:
+        limit = task.info.max_completion_seconds
+        if limit:
+            task.completion_timer = self.loop.call_later(limit - elapsed, lambda: self._terminate(
+                task, (proto.TASK_FAILED, proto.REASON_MAX_COMPLETION_TIME_REACHED,
+                       "Task exceeded its maximum completion time")))
 
     def _environment(self, task: RunningTask) -> dict[str, str]:
         """What Mesos and Marathon give a task, then the framework's own variables on top."""
@@ -287,29 +445,100 @@ class AgentDaemon:
         env.update(task.info.command.environment)
         return env
 
+    # -- status updates -------------------------------------------------------------------------
+
     def _status(self, task: RunningTask, state: str, message: str, reason: str | None = None,
-                executor_pid: int | None = None) -> None:
-        task.state = state
-        status = proto.TaskStatus(
-            task_id=task.info.task_id, state=state, message=message, source=proto.SOURCE_EXECUTOR,
+                executor_pid: int | None = None, source: str = proto.SOURCE_EXECUTOR
+                ) -> proto.TaskStatus:
+        return proto.TaskStatus(
+            task_id=task.info.task_id, state=state, message=message, source=source,
             reason=reason, agent_id=self.agent_id, executor_id=task.info.task_id,
             timestamp=self.clock.time(), uuid=uuid.uuid4().bytes, container_ip=self.info.ip,
             executor_pid=executor_pid)
-        task.statuses.append(status)
-        self._enqueue(task.framework_id, status)
+
+    def _report(self, task: RunningTask, *statuses: proto.TaskStatus) -> None:
+        """Queue the task's new statuses, checkpoint it, and only then send what is due."""
+        heads = []
+        for status in statuses:
+            task.state = status.state
+            task.statuses.append(status)
+            head = self.updates.enqueue(task.framework_id, status, self.clock.monotonic())
+            if head is not None:
+                heads.append(head)
+        self._save(task)
+        if self.link.established:
+            for head in heads:
+                self.link.send(head)
 
     def _agent_status(self, framework_id: str, task_id: str, state: str, reason: str,
                       message: str) -> None:
-        """A reliable update about a task that has no container (SOURCE_AGENT)."""
+        """A reliable update about a task that has no container (SOURCE_AGENT). Not
+        checkpointed: the task is not this agent's, and the master reconciles it anyway."""
         status = proto.TaskStatus(task_id=task_id, state=state, source=proto.SOURCE_AGENT,
                                   reason=reason, agent_id=self.agent_id, message=message,
                                   timestamp=self.clock.time(), uuid=uuid.uuid4().bytes)
-        self._enqueue(framework_id, status)
-
-    def _enqueue(self, framework_id: str, status: proto.TaskStatus) -> None:
         update = self.updates.enqueue(framework_id, status, self.clock.monotonic())
         if update is not None and self.link.established:
             self.link.send(update)
+
+    def _on_ack(self, message: proto.StatusUpdateAck) -> None:
+        matched, following = self.updates.acknowledge(message.framework_id, message.task_id,
+                                                      message.uuid, self.clock.monotonic())
+        if matched:
+            self._acknowledged((message.framework_id, message.task_id), message.uuid)
+        if following is not None and self.link.established:
+            self.link.send(following)
+
+    def _acknowledged(self, key: tuple[str, str], uuid_: bytes) -> None:
+        """The run the acknowledged update came from is checkpointed within a second, not now:
+        acknowledgements come in bursts, and one lost in a crash only means its update is sent
+        once more. An ended run with nothing left to say is forgotten."""
+        runs = [t for t in self.terminated.values() if t.key == key]
+        if key in self.tasks:
+            runs.append(self.tasks[key])
+        for task in runs:
+            if any(s.uuid == uuid_ for s in task.statuses):
+                if task.state in proto.TERMINAL_STATES and not self._pending(task):
+                    del self.terminated[task.container_id]
+                self._unsaved[task.container_id] = task
+                return
+
+    def _save_acknowledgements(self) -> None:
+        unsaved, self._unsaved = self._unsaved, {}
+        kept = []
+        for task in unsaved.values():
+            if task.container_id in self.terminated or self.tasks.get(task.key) is task:
+                kept.append(task)
+            else:
+                self.checkpoint.remove_task(task.framework_id, task.info.task_id,
+                                            task.container_id)
+        self._save(*kept)
+
+    def _pending(self, task: RunningTask) -> list[proto.TaskStatus]:
+        """The run's own unacknowledged updates (a reused task id shares the stream)."""
+        mine = {s.uuid for s in task.statuses}
+        return [s for s in self.updates.pending(task.framework_id, task.info.task_id)
+                if s.uuid in mine]
+
+    def _record(self, task: RunningTask) -> TaskCheckpoint:
+        return TaskCheckpoint(
+            framework=task.framework, task=task.info, container_id=task.container_id,
+            sandbox=task.sandbox, state=task.state, pid=task.pid, start_time=task.start_time,
+            kill_requested=task.kill_requested,
+            kill_reason=list(task.kill_reason) if task.kill_reason else None,
+            pending=self._pending(task))
+
+    def _save(self, *tasks: RunningTask) -> None:
+        for task in tasks:
+            self._unsaved.pop(task.container_id, None)
+        try:
+            self.checkpoint.save_tasks([self._record(task) for task in tasks])
+        except OSError as error:
+            # The tasks go on; a restart would only know them as they were checkpointed last.
+            log.error("cannot checkpoint tasks", task_ids=[t.info.task_id for t in tasks],
+                      error=str(error))
+
+    # -- kills and exits ------------------------------------------------------------------------
 
     def _kill_task(self, framework_id: str, task_id: str, grace: float | None) -> None:
         task = self.tasks.get((framework_id, task_id))
@@ -328,7 +557,9 @@ class AgentDaemon:
         task.kill_requested = True
         task.kill_reason = override
         if proto.TASK_KILLING_STATE in task.framework.capabilities and override is None:
-            self._status(task, proto.TASK_KILLING, "")
+            self._report(task, self._status(task, proto.TASK_KILLING, ""))
+        else:
+            self._save(task)    # a restart must know the kill was asked for
         if grace > 0:
             task.container.signal(signal.SIGTERM)
             task.kill_timer = self.loop.call_later(grace, lambda: task.container.signal(signal.SIGKILL))
@@ -358,28 +589,28 @@ class AgentDaemon:
         else:
             state, reason, message = cz.terminal_state(exit_info, task.kill_requested, limitation)
         self.isolator.cleanup(task.container_id)
-        self._status(task, state, message, reason)
+        self._report(task, self._status(task, state, message, reason))
         self._finish(task)
 
     def _finish(self, task: RunningTask) -> None:
+        """The run has ended; it is kept (and checkpointed) until its last update is acknowledged."""
         self._finished.labels(task.state).inc()
-        self.tasks.pop((task.framework_id, task.info.task_id), None)
+        if self.tasks.get(task.key) is task:
+            del self.tasks[task.key]
+        self.terminated[task.container_id] = task
         self.completed.append(task)
         del self.completed[:-1000]
         log.info("task ended", task_id=task.info.task_id, framework_id=task.framework_id,
                  state=task.state)
 
-    def _on_ack(self, message: proto.StatusUpdateAck) -> None:
-        matched, following = self.updates.acknowledge(message.framework_id, message.task_id,
-                                                      message.uuid, self.clock.monotonic())
-        if following is not None and self.link.established:
-            self.link.send(following)
-
     def _shutdown_framework(self, framework_id: str) -> None:
+        self.updates.forget_framework(framework_id)
+        for task in [t for t in self.terminated.values() if t.framework_id == framework_id]:
+            del self.terminated[task.container_id]
+            self.checkpoint.remove_task(framework_id, task.info.task_id, task.container_id)
         for (fid, _), task in list(self.tasks.items()):
             if fid == framework_id:
                 self._terminate(task, None, self.config.executor_shutdown_grace_period)
-        self.updates.forget_framework(framework_id)
 
     # -- HTTP threads ---------------------------------------------------------------------------
 

@@ -59,7 +59,7 @@ class Cluster:
 
     def stop(self) -> None:
         for agent in self.agents:
-            agent.stop()
+            agent.stop(kill_tasks=True)
         self.agents.clear()
         if self.master is not None:
             self.master.stop()
