@@ -197,10 +197,14 @@ class AgentDaemon:
         return render_flags(AGENT_FLAGS, self.config)
 
     def _kill_all(self) -> None:
-        for task in list(self.tasks.values()):
+        for task in self.tasks.values():
             if task.container is not None:
                 task.container.signal(signal.SIGKILL)
+                self.loop.remove_reader(task.container)   # nothing is checkpointed any more
+                task.container.close()
                 self.isolator.cleanup(task.container_id)
+        self.tasks.clear()
+        self.terminated.clear()
         self._unsaved.clear()
         self.checkpoint.forget()
 
