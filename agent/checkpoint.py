@@ -19,7 +19,7 @@ with a CRC32, so a truncated or damaged file is detected instead of misread.
     checkpoint.save_boot_id(current_boot_id())
     checkpoint.save_agent_id("M-S0")
     checkpoint.save_task(record)       # before the launch, and on changes after it
-    checkpoint.remove_task(record)     # once the task's terminal update is acknowledged
+    checkpoint.remove_task(framework_id, task_id, container_id)   # its last update acknowledged
 """
 from __future__ import annotations
 
