@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 from meseta import proto
+from meseta.agent.checkpoint import Checkpoint, current_boot_id
 from meseta.resources import Resources
 from meseta.scheduler import CommandInfo, SchedulerDriver, TaskInfo
 from meseta.testing import make_framework_info
@@ -173,6 +174,28 @@ def test_tasks_that_ended_while_the_agent_was_down_report_how_they_ended(cluster
         terminal = [(u.task_id, u.state) for u in sched.updates if u.state in proto.TERMINAL_STATES]
         assert sorted(terminal) == [("fails", proto.TASK_FAILED), ("finishes", proto.TASK_FINISHED),
                                     ("lives", proto.TASK_KILLED), ("vanishes", proto.TASK_LOST)]
+    finally:
+        driver.stop()
+
+
+def test_a_pid_that_started_at_another_time_is_not_adopted(cluster):
+    sched, driver = start_framework(cluster)
+    try:
+        launch(sched, driver, {"impostor": "sleep 600"})
+        pid = running_pids(sched, ["impostor"])["impostor"]
+
+        def pretend_the_pid_was_reused():
+            checkpoint = Checkpoint(os.path.join(cluster.work_dir, "agent0"))
+            [record] = checkpoint.recover(current_boot_id()).tasks
+            record.start_time -= 1000      # the process at that pid now looks like another one
+            checkpoint.save_task(record)
+
+        crash_and_restart(cluster, pretend_the_pid_was_reused)
+
+        lost = sched.wait(lambda: [u for u in agent_updates(sched, "impostor")
+                                   if u.state == proto.TASK_LOST], what="TASK_LOST")[0]
+        assert lost.reason == REASON_AGENT_RESTARTED
+        assert not ended(pid)              # not ours as far as the agent can tell: left alone
     finally:
         driver.stop()
 
