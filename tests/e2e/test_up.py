@@ -44,8 +44,9 @@ def test_meseta_up_runs_a_framework_and_stops_cleanly_on_ctrl_c(tmp_path):
              "--master", f"127.0.0.1:{port}", "--tasks", "1", "--cmd", "sleep 600"],
             stdout=subprocess.PIPE, text=True, env=child_env())
         assert "TASK_RUNNING" in "".join(iter_until(long_running.stdout, "TASK_RUNNING"))
-        sleepers = [p for p in psutil.process_iter(["cmdline"])
-                    if (p.info["cmdline"] or [])[-2:] in (["sleep", "600"], ["-c", "sleep 600"])]
+        sleepers = [p for p in psutil.process_iter(["cmdline", "cwd"])
+                    if (p.info["cwd"] or "").startswith(str(tmp_path))
+                    and (p.info["cmdline"] or [])[-2:] in (["sleep", "600"], ["-c", "sleep 600"])]
         assert sleepers, "the task's processes were not found"
         up.send_signal(signal.SIGINT)
         assert up.wait(30) == 0

@@ -2,6 +2,7 @@
 that loses its session steps down, agents that never come back are marked lost."""
 from __future__ import annotations
 
+import os
 import signal
 import time
 import urllib.error
@@ -161,6 +162,6 @@ def test_agent_that_never_returns_after_failover_is_marked_lost(tmp_path, zookee
             driver.stop()
             for pid in pids.values():          # the dead agent's task has no one to kill it
                 try:
-                    psutil.Process(pid).kill()
-                except psutil.NoSuchProcess:
+                    os.killpg(pid, signal.SIGKILL)  # the task's own process group
+                except ProcessLookupError:
                     pass
