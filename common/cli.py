@@ -20,19 +20,29 @@ from meseta.config import ConfigError, Flag, load_config, usage
 from meseta.log import setup_logging
 
 
-def _wait_for_signal() -> None:
+def _wait_for_signal(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> int:
+    """Block until one of `signals` arrives; returns which."""
     stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    received: list[int] = []
+
+    def handler(sig: int, _frame: Any) -> None:
+        received.append(sig)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
     try:
         while not stop.wait(0.5):
             pass
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    return received[0]
 
 
 def _run_daemon(command: str, flags: Sequence[Flag], argv: Sequence[str],
-                factory: Callable[[Any], Any]) -> None:
+                factory: Callable[[Any], Any],
+                stop: Callable[[Any, int], None] = lambda daemon, sig: daemon.stop(),
+                signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> None:
     if any(arg in ("--help", "-h") for arg in argv):
         click.echo(usage(command, flags))
         return
@@ -46,8 +56,7 @@ def _run_daemon(command: str, flags: Sequence[Flag], argv: Sequence[str],
         daemon.start()
     except (OSError, ValueError) as exc:
         raise click.ClickException(f"{command} failed to start: {exc}") from None
-    _wait_for_signal()
-    daemon.stop()
+    stop(daemon, _wait_for_signal(signals))
 
 
 class _DaemonOrGroup(click.Group):
@@ -88,7 +97,11 @@ def agent(ctx: click.Context) -> None:
     """Run an agent (meseta agent --help), or `meseta agent list`."""
     if "daemon_args" in ctx.meta:
         from meseta.agent.daemon import AGENT_FLAGS, AgentDaemon
-        _run_daemon("agent", AGENT_FLAGS, ctx.meta["daemon_args"], AgentDaemon)
+        # As a Mesos agent: SIGTERM/SIGINT stop the agent and leave its tasks running,
+        # checkpointed, for the next start to take back; SIGUSR1 shuts down and kills them.
+        _run_daemon("agent", AGENT_FLAGS, ctx.meta["daemon_args"], AgentDaemon,
+                    stop=lambda daemon, sig: daemon.stop(kill_tasks=sig == signal.SIGUSR1),
+                    signals=(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1))
 
 
 @main.command()

@@ -71,6 +71,14 @@ class Daemon:
         self.proc.wait(10)
         self._log.close()
 
+    def terminate(self, timeout: float = 10.0) -> int:
+        """Plain SIGTERM (for an agent: stop, tasks keep running) and wait."""
+        self.signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log.close()
+
     def restart(self) -> "Daemon":
         """Start again with the same flags (same ports), e.g. after kill()."""
         if self.proc.poll() is None:
@@ -87,7 +95,9 @@ class Daemon:
             self.proc.send_signal(sig)
 
     def stop(self, timeout: float = 10.0) -> int:
-        self.signal(signal.SIGTERM)
+        # An agent's SIGTERM leaves its tasks running (for its next start); a test wants them
+        # gone, which is SIGUSR1 (shut down and kill the tasks), as for a Mesos agent.
+        self.signal(signal.SIGUSR1 if self.command == "agent" else signal.SIGTERM)
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
