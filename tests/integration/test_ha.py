@@ -165,3 +165,49 @@ def test_agent_that_never_returns_after_failover_is_marked_lost(tmp_path, zookee
                     os.killpg(pid, signal.SIGKILL)  # the task's own process group
                 except ProcessLookupError:
                     pass
+
+
+def test_example_framework_rides_through_a_leader_failover(tmp_path, zookeeper):
+    import json
+    import subprocess
+    import sys
+    from meseta.testing.processes import child_env
+    example = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))), "examples", "batch_framework.py")
+    with ProcessCluster(tmp_path, agents=2, agent_resources="cpus:1;mem:256", masters=2,
+                        zk=zookeeper.url("/meseta"), master_args=MASTER_ARGS) as cluster:
+        leader = cluster.wait_leader()
+        proc = subprocess.Popen([sys.executable, example, "--master", cluster.master_address, "--json",
+                                 "--name", "rider", "--tasks", "2", "--cmd", "sleep 600", "--grace", "1"],
+                                stdout=subprocess.PIPE, text=True, env=child_env())
+        try:
+            events = []
+            for line in proc.stdout:
+                events.append(json.loads(line))
+                if sum(e.get("state") == "TASK_RUNNING" for e in events) == 2:
+                    break
+            leader.kill()
+            new_leader = cluster.wait_leader(exclude=leader, timeout=30)
+            cluster.wait_agents(2, timeout=30)
+            deadline = time.monotonic() + 30
+            while True:
+                state = get_json(new_leader.url + "/master/state")
+                tasks = {t["id"]: t["state"] for f in state["frameworks"] if f["name"] == "rider"
+                         for t in f["tasks"]}
+                if tasks == {"rider-0": "TASK_RUNNING", "rider-1": "TASK_RUNNING"}:
+                    break
+                assert time.monotonic() < deadline, tasks
+                time.sleep(0.1)
+            for task_id in tasks:
+                killed = subprocess.run([sys.executable, "-m", "meseta.cli", "task", "kill", task_id,
+                                         "--master", f"127.0.0.1:{new_leader.http_port}"],
+                                        capture_output=True, text=True, env=child_env(), timeout=30)
+                assert killed.returncode == 0, killed.stderr
+            out, _ = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+        events += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        states = [(e["task_id"], e["state"]) for e in events if e.get("event") == "update"]
+        assert not [s for s in states if s[1] in ("TASK_LOST", "TASK_FAILED")], states
+        assert sorted(s for s in states if s[1] == "TASK_KILLED") == [
+            ("rider-0", "TASK_KILLED"), ("rider-1", "TASK_KILLED")]
