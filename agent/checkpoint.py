@@ -10,9 +10,14 @@ One flat file per run (a container id is a uuid, so the last '@' splits the name
 creates no directory, and a task's ids can be read from its file name even when its content
 cannot be.
 
-Every file is written to a temporary name, fsynced, renamed over the old one, and its directory
-fsynced: a crash leaves the old file or the new one, never half of one. A task file is msgpack
-with a CRC32, so a truncated or damaged file is detected instead of misread.
+Every file is written to a temporary name and renamed over the old one: a crash of the agent
+leaves the old file or the new one, never half of one, and the page cache keeps it for the
+next start. fsync adds durability across a crash of the host only, after which the boot id
+differs and recover() discards every task unread (their processes died with the host). So the
+boot id and agent id are fsynced (file, then directory), which is cheap, and task records,
+which are written on every launch and status change, are not: their fsyncs would halve the
+agent's launch rate on a busy disk and protect nothing. A task file is msgpack with a CRC32, so
+a truncated or damaged file is detected instead of misread.
 
     checkpoint = Checkpoint(work_dir)
     recovered = checkpoint.recover(current_boot_id(), strict=True)   # or CheckpointError
@@ -114,10 +119,10 @@ class Checkpoint:
     # -- agent ----------------------------------------------------------------------------------
 
     def save_boot_id(self, boot_id: str) -> None:
-        write_atomic(os.path.join(self.meta, "boot_id"), (boot_id + "\n").encode())
+        write_atomic(os.path.join(self.meta, "boot_id"), (boot_id + "\n").encode(), durable=True)
 
     def save_agent_id(self, agent_id: str) -> None:
-        write_atomic(os.path.join(self.meta, "agent_id"), (agent_id + "\n").encode())
+        write_atomic(os.path.join(self.meta, "agent_id"), (agent_id + "\n").encode(), durable=True)
 
     def forget(self) -> None:
         """Drop the agent id and every task: the next start registers as a new agent."""
@@ -137,11 +142,8 @@ class Checkpoint:
                             f"{task_id}@{container_id}")
 
     def save_task(self, record: TaskCheckpoint) -> None:
-        self.save_tasks([record])
-
-    def save_tasks(self, records: list[TaskCheckpoint]) -> None:
-        write_atomic_many({self.task_path(r.framework_id, r.task.task_id, r.container_id):
-                           encode_task(r) for r in records})
+        path = self.task_path(record.framework_id, record.task.task_id, record.container_id)
+        write_atomic(path, encode_task(record), durable=False)
 
     def remove_task(self, framework_id: str, task_id: str, container_id: str) -> None:
         """Remove a run's file, and its framework's directories once they are empty."""
@@ -155,9 +157,7 @@ class Checkpoint:
             try:
                 os.rmdir(directory)
             except OSError:
-                _fsync_dir(directory)
                 return
-        _fsync_dir(os.path.dirname(os.path.dirname(tasks)))
 
     # -- recovery -------------------------------------------------------------------------------
 
@@ -219,42 +219,37 @@ class Checkpoint:
 
 # --------------------------------------------------------------------------- file helpers
 
-def write_atomic(path: str, data: bytes) -> None:
-    """Write-fsync-rename-fsync(dir): readers see the old content or the new, never a mix."""
-    write_atomic_many({path: data})
-
-
-def write_atomic_many(files: dict[str, bytes]) -> None:
-    """write_atomic for several files, each directory fsynced once after all the renames."""
-    directories = {os.path.dirname(path) for path in files}
-    for directory in directories:
-        _makedirs(directory)
-    for path, data in files.items():
-        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+def write_atomic(path: str, data: bytes, durable: bool) -> None:
+    """Write `<path>.tmp` and rename it over `path`: a reader sees the old content or the new,
+    never a mix. `durable`: fsync the file before the rename and its directory (new ones too)
+    after, so that the new content also survives a crash of the host."""
+    directory = os.path.dirname(path)
+    _makedirs(directory, durable)
+    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if durable:
             os.fsync(fd)
-        finally:
-            os.close(fd)
-    for path in files:
-        os.rename(path + ".tmp", path)
-    for directory in directories:
+    finally:
+        os.close(fd)
+    os.rename(path + ".tmp", path)
+    if durable:
         _fsync_dir(directory)
 
 
-def _makedirs(directory: str) -> None:
-    """Create `directory` and its missing parents, each made durable in its own parent."""
+def _makedirs(directory: str, durable: bool) -> None:
     if os.path.isdir(directory):
         return
     parent = os.path.dirname(directory)
-    _makedirs(parent)
+    _makedirs(parent, durable)
     try:
         os.mkdir(directory, 0o755)
     except FileExistsError:
         return
-    _fsync_dir(parent)
+    if durable:
+        _fsync_dir(parent)
 
 
 def _fsync_dir(directory: str) -> None:

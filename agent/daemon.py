@@ -41,8 +41,6 @@ log = get_logger("meseta.agent")
 
 # Mesos's reason for a task the agent could not recover after a restart.
 REASON_AGENT_RESTARTED = "REASON_AGENT_RESTARTED"
-# How long an acknowledgement may wait to be checkpointed (a crash in between resends the update).
-ACK_CHECKPOINT_INTERVAL = 1.0
 
 
 def _attributes(text: str) -> dict:
@@ -113,8 +111,6 @@ class AgentDaemon:
         # checkpoint stays until it is.
         self.terminated: dict[str, RunningTask] = {}
         self.completed: list[RunningTask] = []
-        # Runs whose acknowledgements are not checkpointed yet, by container id (_acknowledged).
-        self._unsaved: dict[str, RunningTask] = {}
         self.updates = UpdateManager(config.status_update_retry_interval_min,
                                      config.status_update_retry_interval_max)
         self.isolator = None
@@ -158,7 +154,6 @@ class AgentDaemon:
         self._recover(recovered)
         self.link.start()
         self.loop.call_every(0.25, self._retry_updates)
-        self.loop.call_every(ACK_CHECKPOINT_INTERVAL, self._save_acknowledgements)
         self.loop.call_every(cfg.resource_check_interval, self._check_limits)
         self._thread = self.loop.start_thread()
         self.http.start_prepared()
@@ -172,7 +167,8 @@ class AgentDaemon:
         log.info("agent stopping", tasks=len(self.tasks), kill_tasks=kill_tasks)
         if self.http:
             self.http.stop()
-        self.loop.call(self._kill_all if kill_tasks else self._save_acknowledgements, timeout=10)
+        if kill_tasks:
+            self.loop.call(self._kill_all, timeout=10)
         self.loop.stop()
         if self._thread:
             self._thread.join(5)
@@ -205,7 +201,6 @@ class AgentDaemon:
                 self.isolator.cleanup(task.container_id)
         self.tasks.clear()
         self.terminated.clear()
-        self._unsaved.clear()
         self.checkpoint.forget()
 
     # -- recovery -------------------------------------------------------------------------------
@@ -494,9 +489,8 @@ class AgentDaemon:
             self.link.send(following)
 
     def _acknowledged(self, key: tuple[str, str], uuid_: bytes) -> None:
-        """The run the acknowledged update came from is checkpointed within a second, not now:
-        acknowledgements come in bursts, and one lost in a crash only means its update is sent
-        once more. An ended run with nothing left to say is forgotten."""
+        """Checkpoint the run the acknowledged update came from; an ended run that has nothing
+        left to say is forgotten."""
         runs = [t for t in self.terminated.values() if t.key == key]
         if key in self.tasks:
             runs.append(self.tasks[key])
@@ -504,19 +498,11 @@ class AgentDaemon:
             if any(s.uuid == uuid_ for s in task.statuses):
                 if task.state in proto.TERMINAL_STATES and not self._pending(task):
                     del self.terminated[task.container_id]
-                self._unsaved[task.container_id] = task
+                    self.checkpoint.remove_task(task.framework_id, task.info.task_id,
+                                                task.container_id)
+                else:
+                    self._save(task)
                 return
-
-    def _save_acknowledgements(self) -> None:
-        unsaved, self._unsaved = self._unsaved, {}
-        kept = []
-        for task in unsaved.values():
-            if task.container_id in self.terminated or self.tasks.get(task.key) is task:
-                kept.append(task)
-            else:
-                self.checkpoint.remove_task(task.framework_id, task.info.task_id,
-                                            task.container_id)
-        self._save(*kept)
 
     def _pending(self, task: RunningTask) -> list[proto.TaskStatus]:
         """The run's own unacknowledged updates (a reused task id shares the stream)."""
@@ -532,15 +518,12 @@ class AgentDaemon:
             kill_reason=list(task.kill_reason) if task.kill_reason else None,
             pending=self._pending(task))
 
-    def _save(self, *tasks: RunningTask) -> None:
-        for task in tasks:
-            self._unsaved.pop(task.container_id, None)
+    def _save(self, task: RunningTask) -> None:
         try:
-            self.checkpoint.save_tasks([self._record(task) for task in tasks])
+            self.checkpoint.save_task(self._record(task))
         except OSError as error:
-            # The tasks go on; a restart would only know them as they were checkpointed last.
-            log.error("cannot checkpoint tasks", task_ids=[t.info.task_id for t in tasks],
-                      error=str(error))
+            # The task goes on; a restart would only know it as it was checkpointed last.
+            log.error("cannot checkpoint the task", task_id=task.info.task_id, error=str(error))
 
     # -- kills and exits ------------------------------------------------------------------------
 

@@ -107,10 +107,11 @@ def test_a_write_interrupted_before_its_rename_leaves_the_old_file(checkpoint):
     assert not os.path.exists(path + ".tmp")
 
 
-def test_write_atomic_replaces_whole_files_and_leaves_no_temporary(tmp_path):
+@pytest.mark.parametrize("durable", [True, False])
+def test_write_atomic_replaces_whole_files_and_leaves_no_temporary(tmp_path, durable):
     path = str(tmp_path / "a" / "b" / "file")
-    write_atomic(path, b"first")
-    write_atomic(path, b"second")
+    write_atomic(path, b"first", durable)
+    write_atomic(path, b"second", durable)
     assert open(path, "rb").read() == b"second"
     assert os.listdir(tmp_path / "a" / "b") == ["file"]
 
