@@ -160,10 +160,11 @@ class AgentDaemon:
         log.info("agent started", http=f"http://{advertise}:{self.http.port}", master=cfg.master,
                  resources=str(resources), isolation=self.isolator.name)
 
-    def stop(self, kill_tasks: bool = True) -> None:
+    def stop(self, kill_tasks: bool) -> None:
         """Stop serving. `kill_tasks`: kill the tasks and forget the checkpoint, so that the next
-        start is a new agent (a Mesos agent on SIGUSR1; `meseta up` on Ctrl-C). Otherwise they
-        keep running, checkpointed, for the next start to take back (a Mesos agent on SIGTERM)."""
+        start registers afresh, with no tasks (a Mesos agent on SIGUSR1; `meseta up` on Ctrl-C).
+        Otherwise they keep running, checkpointed, for the next start to take back (a Mesos
+        agent on SIGTERM)."""
         log.info("agent stopping", tasks=len(self.tasks), kill_tasks=kill_tasks)
         if self.http:
             self.http.stop()
