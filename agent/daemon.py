@@ -40,7 +40,6 @@ from meseta.resources import Resources, parse_attributes
 log = get_logger("meseta.agent")
 
 # Mesos's reason for a task the agent could not recover after a restart.
-REASON_AGENT_RESTARTED = "REASON_AGENT_RESTARTED"
 
 
 def _attributes(text: str) -> dict:
@@ -253,7 +252,7 @@ class AgentDaemon:
         if record.pid is None:
             self._report(task, self._status(
                 task, proto.TASK_LOST, "The agent restarted while launching the task",
-                REASON_AGENT_RESTARTED, source=proto.SOURCE_AGENT))
+                proto.REASON_AGENT_RESTARTED, source=proto.SOURCE_AGENT))
             self._finish(task)
             return
         self.isolator.recover(task.container_id, task.info.resources.mem, task.info.resources.cpus)
@@ -279,7 +278,7 @@ class AgentDaemon:
             state, reason, message = cz.terminal_state(recorded or cz.EXIT_UNKNOWN,
                                                        task.kill_requested)
         else:
-            state, reason, message = (proto.TASK_LOST, REASON_AGENT_RESTARTED,
+            state, reason, message = (proto.TASK_LOST, proto.REASON_AGENT_RESTARTED,
                                       "The agent lost track of the task: its command ended while "
                                       "the agent was down and left no exit status")
         source = proto.SOURCE_AGENT if state == proto.TASK_LOST else proto.SOURCE_EXECUTOR
@@ -298,7 +297,7 @@ class AgentDaemon:
         task = RunningTask(framework, info, broken.container_id,
                            self._sandbox(broken.framework_id, broken.task_id, broken.container_id))
         message = f"The agent restarted and could not recover the task: {broken.problem}"
-        self._report(task, self._status(task, proto.TASK_LOST, message, REASON_AGENT_RESTARTED,
+        self._report(task, self._status(task, proto.TASK_LOST, message, proto.REASON_AGENT_RESTARTED,
                                         source=proto.SOURCE_AGENT))
         self._finish(task)
 

@@ -82,7 +82,10 @@ class EventLoop:
 
     def call_soon_threadsafe(self, fn: Callable[[], Any]) -> None:
         self._inbox.append(fn)
-        os.eventfd_write(self._wakeup, 1)
+        try:
+            os.eventfd_write(self._wakeup, 1)
+        except OSError:
+            pass        # closed: the daemon stopped, nothing will run it (late threads land here)
 
     def submit(self, fn: Callable[[], Any]) -> Future:
         """Run fn on the loop thread; the future carries its result or exception."""
@@ -132,7 +135,8 @@ class EventLoop:
         return thread
 
     def close(self) -> None:
-        os.close(self._wakeup)
+        wakeup, self._wakeup = self._wakeup, -1
+        os.close(wakeup)
 
     def _poll_timeout_ms(self) -> int | None:
         if self._inbox:

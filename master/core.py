@@ -183,6 +183,12 @@ class Master:
 
     def _register_agent(self, peer: bytes, msg: proto.RegisterAgent) -> None:
         existing = self._agent_at(msg.agent)
+        if existing is not None and existing.active and self._live_tasks(existing):
+            # A fresh registration (no id) from an address whose agent runs tasks: that agent
+            # restarted without its state, so its tasks are gone; this is a new agent.
+            self._remove_agent(existing, proto.TASK_LOST, proto.REASON_AGENT_RESTARTED,
+                               "the agent restarted without its tasks", unreachable=False)
+            existing = None
         if existing is not None and existing.active:
             # The same agent (same address) registering again - a retry, perhaps on a new
             # connection: as Mesos, answer with the id it has and follow the new connection.
@@ -283,6 +289,23 @@ class Master:
 
     def _agent_unreachable(self, agent: Agent, why: str) -> None:
         log.warning("agent unreachable", agent_id=agent.id, reason=why)
+        self._remove_agent(agent, proto.TASK_UNREACHABLE, proto.REASON_AGENT_REMOVED,
+                           f"Agent {agent.id} is unreachable: {why}", unreachable=True)
+
+    def _live_tasks(self, agent: Agent) -> list[Task]:
+        tasks = []
+        for framework_id, task_id in agent.task_keys:
+            framework = self.frameworks.get(framework_id)
+            task = framework.tasks.get(task_id) if framework else None
+            if task is not None and task.state not in proto.TERMINAL_STATES:
+                tasks.append(task)
+        return tasks
+
+    def _remove_agent(self, agent: Agent, state: str, reason: str, message: str,
+                      unreachable: bool) -> None:
+        """Offers rescinded, tasks reported (`state` for partition-aware frameworks, else
+        TASK_LOST), resources released, frameworks told agent_lost. An unreachable agent is kept
+        (it may come back and re-register); a restarted one is gone."""
         agent.active = False
         agent.unreachable_time = self.clock.time()
         if agent.peer:
@@ -292,23 +315,25 @@ class Master:
             for offer_id, record in list(framework.offers.items()):
                 if record.offer.agent_id == agent.id:
                     self._rescind(framework, offer_id, notify=True)
-        for framework_id, task_id in sorted(agent.task_keys):
-            framework = self.frameworks.get(framework_id)
-            task = framework.tasks.get(task_id) if framework else None
-            if task is None or task.state in proto.TERMINAL_STATES:
-                continue
-            state = proto.TASK_UNREACHABLE if framework.partition_aware else proto.TASK_LOST
-            task.unreachable_time = agent.unreachable_time
-            self._master_update(framework, task, state, proto.REASON_AGENT_REMOVED,
-                                f"Agent {agent.id} is unreachable: {why}")
-            self._release(task)      # as Mesos: an unreachable agent's resources leave the cluster
-            framework.tasks.pop(task_id, None)
-            framework.unreachable_tasks[task_id] = task
+        for task in sorted(self._live_tasks(agent), key=lambda t: (t.framework_id, t.id)):
+            framework = self.frameworks[task.framework_id]
+            task.unreachable_time = agent.unreachable_time if unreachable else None
+            self._master_update(framework, task, state if framework.partition_aware else proto.TASK_LOST,
+                                reason, message)
+            self._release(task)      # as Mesos: the agent's resources leave the cluster
+            framework.tasks.pop(task.id, None)
+            if unreachable:
+                framework.unreachable_tasks[task.id] = task
+            else:
+                framework.completed_tasks.append(task)
         for framework in self.frameworks.values():
             if framework.connected:
                 self._send(framework.peer, proto.Failure(agent_id=agent.id))
         del self.agents[agent.id]
-        self.unreachable_agents[agent.id] = agent
+        if unreachable:
+            self.unreachable_agents[agent.id] = agent
+        else:
+            self.registry_ops.append(("forget", agent.id))
         self.allocator.forget_agent(agent.id)
         self.counters["slave_removals"] += 1
         self._event("agent_removed", {"agent_id": agent.id})

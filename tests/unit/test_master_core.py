@@ -321,3 +321,14 @@ def test_an_agent_registering_twice_keeps_one_id_and_follows_the_new_connection(
     assert first == second and len(h.master.agents) == 1
     assert h.master.agents[first].peer == A2 and A1 not in h.master.peers
     assert h.register_agent(b"other", hostname="y", port=5052) != first
+
+
+def test_an_agent_that_restarts_without_its_state_loses_its_tasks_and_gets_a_new_id(h):
+    agent_id, framework_id, _ = launched(h)
+    h.agent_update(A1, framework_id, "t1", proto.TASK_RUNNING)
+    new_id = h.register_agent(A2, cpus=4, mem=1024)     # same address, no id: a fresh start
+    assert new_id != agent_id and agent_id not in h.master.agents
+    lost = h.updates(F1)[-1]
+    assert (lost.task_id, lost.state, lost.reason) == ("t1", proto.TASK_LOST, proto.REASON_AGENT_RESTARTED)
+    assert ("forget", agent_id) in h.master.registry_ops
+    assert h.master.agents[new_id].used.is_empty()
