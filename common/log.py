@@ -68,9 +68,6 @@ class StructLogger:
     def exception(self, msg: str, **fields: Any) -> None:
         self._log(logging.ERROR, msg, True, fields)
 
-    def is_debug(self) -> bool:
-        return self._logger.isEnabledFor(logging.DEBUG)
-
 
 def get_logger(name: str) -> StructLogger:
     return StructLogger(logging.getLogger(name))
