@@ -2,6 +2,7 @@
 
     meseta master [--flag=value ...]       a master (flags in Mesos's spellings; --help)
     meseta agent  [--flag=value ...]       an agent
+    meseta marathon [--flag=value ...]     Marathon (REST API v2 on --http_port)
     meseta up [--agents N]                 master + N agents in one process, until Ctrl-C
     meseta agent list | framework list | task list|kill|log   (client commands, --json)
 """
@@ -90,6 +91,16 @@ def master(args: tuple[str, ...]) -> None:
     _run_daemon("master", MASTER_FLAGS, args, MasterDaemon)
 
 
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def marathon(args: tuple[str, ...]) -> None:
+    """Run Marathon, the long-running service framework (meseta marathon --help)."""
+    from meseta.frameworks.marathon.daemon import MARATHON_FLAGS, MarathonDaemon
+    # SIGTERM leaves the tasks running: the framework fails over to the next leader.
+    _run_daemon("marathon", MARATHON_FLAGS, args, MarathonDaemon)
+
+
 @main.group(cls=_DaemonOrGroup, invoke_without_command=True,
             context_settings={"ignore_unknown_options": True, "help_option_names": []})
 @click.pass_context
@@ -110,13 +121,16 @@ def agent(ctx: click.Context) -> None:
 @click.option("--port", default=5050, show_default=True, help="Master HTTP port; agents use the next ports.")
 @click.option("--work_dir", "--work-dir", default="", help="Where state and sandboxes live (default: a temp dir).")
 @click.option("--resources", default="", help="Resources of each agent, in Mesos syntax.")
+@click.option("--marathon/--no-marathon", default=True, show_default=True,
+              help="Also run Marathon (REST API on the master port + 3030, 8080 by default).")
 @click.option("--log_level", "--log-level", default="info", show_default=True)
-def up(agents: int, ip: str, port: int, work_dir: str, resources: str, log_level: str) -> None:
-    """The embedded single-node cluster: a standalone master and local agents."""
+def up(agents: int, ip: str, port: int, work_dir: str, resources: str, marathon: bool,
+       log_level: str) -> None:
+    """The embedded single-node cluster: a standalone master, local agents and Marathon."""
     from meseta.embedded import Cluster, ClusterSpec
     setup_logging(log_level, "auto")
     cluster = Cluster(ClusterSpec(agents=agents, ip=ip, port=port, work_dir=work_dir,
-                                  resources=resources))
+                                  resources=resources, marathon=marathon))
     try:
         cluster.start()
     except OSError as exc:

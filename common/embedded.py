@@ -20,6 +20,8 @@ class ClusterSpec:
     resources: str = ""
     master_flags: tuple[str, ...] = ()
     agent_flags: tuple[str, ...] = ()
+    marathon: bool = False           # also run Marathon (`meseta up` does), on port + 3030 (8080)
+    marathon_flags: tuple[str, ...] = ()
 
 
 class Cluster:
@@ -27,6 +29,7 @@ class Cluster:
         self.spec = spec
         self.master: Any = None
         self.agents: list[Any] = []
+        self.marathon: Any = None
         self._own_dir = not spec.work_dir
         self.work_dir = spec.work_dir or tempfile.mkdtemp(prefix="meseta-")
 
@@ -52,12 +55,27 @@ class Cluster:
                 agent = AgentDaemon(load_config(AGENT_FLAGS, argv + list(spec.agent_flags), {}))
                 agent.start()
                 self.agents.append(agent)
+            if spec.marathon:
+                self._start_marathon(free)
         except BaseException:
             self.stop()
             raise
         return self
 
+    def _start_marathon(self, free: bool) -> None:
+        from meseta.frameworks.marathon.daemon import MARATHON_FLAGS, MarathonDaemon
+
+        spec = self.spec
+        argv = [f"--master={self.master_address}", f"--http_address={spec.ip}",
+                f"--http_port={0 if free else spec.port + 3030}",
+                f"--work_dir={os.path.join(self.work_dir, 'marathon')}"]
+        self.marathon = MarathonDaemon(load_config(MARATHON_FLAGS, argv + list(spec.marathon_flags), {}))
+        self.marathon.start()
+
     def stop(self) -> None:
+        if self.marathon is not None:
+            self.marathon.stop()
+            self.marathon = None
         for agent in self.agents:
             agent.stop(kill_tasks=True)
         self.agents.clear()
@@ -77,5 +95,7 @@ class Cluster:
                  f"           native {self.master.core.info.router}, event bus {self.master.core.info.publisher}"]
         for index, agent in enumerate(self.agents):
             lines.append(f"  agent {index}  {agent.url}")
+        if self.marathon is not None:
+            lines.append(f"  marathon {self.marathon.url}   (apps: {self.marathon.url}/v2/apps)")
         lines.append(f"  frameworks connect with --master {self.master_address}")
         return "\n".join(lines)
