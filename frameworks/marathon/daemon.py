@@ -78,7 +78,8 @@ class MarathonDaemon:
         store, election = self._state(service_config)
         self.service = MarathonService(service_config, store, election, self.clock)
         self._export_metrics()
-        app_holder.append(create_app(self.service, registry=self.metrics.registry))
+        app_holder.append(create_app(self.service, registry=self.metrics,
+                                     address=service_config.host_port))
         self.service.start()
         self.http.start_prepared()
         log.info("marathon started", http=f"http://{service_config.host_port}",
