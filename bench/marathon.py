@@ -1,7 +1,7 @@
 """Marathon at scale, on the embedded cluster (`meseta up`: master, 4 local agents, Marathon).
 
 (a) launch: POST one app of N instances of `sleep 3600`; time from the POST until Marathon
-    reports all N TASK_RUNNING (`tasksRunning` of GET /v2/apps/{id}, polled every 20 ms) and
+    reports all N TASK_RUNNING (`tasksRunning` of GET /v2/apps?id=, polled every 20 ms) and
     until its deployment is gone. Target N=1,000 under 10 s (Marathon: 14 s for 500 on 189 agents).
 (b) API: with A apps defined (instances 0, so nothing runs), latency of GET /v2/apps and
     GET /v2/groups over R requests each, p50 and p99. Target p99 under 100 ms for A=1,000.
@@ -42,7 +42,8 @@ def launch(base: str, instances: int) -> dict:
     posted = time.monotonic() - t0
     running_at = deployed_at = None
     while time.monotonic() - t0 < 300:
-        info = get(base, "/v2/apps/bench/sleep?embed=app.counts")["app"]
+        # the list form: counts without rendering every task (GET /v2/apps/{id} embeds tasks)
+        [info] = get(base, "/v2/apps?id=/bench/sleep&embed=apps.counts")["apps"]
         if running_at is None and info["tasksRunning"] >= instances:
             running_at = time.monotonic() - t0
         if running_at is not None and not info["deployments"]:

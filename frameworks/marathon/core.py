@@ -88,6 +88,7 @@ class MarathonCore:
         self.rng = rng or random.Random()
         self._kills: dict[str, float] = {}        # task id -> when the kill was last sent
         self._suppressed = False
+        self.dirty: set[PathId] = set()           # apps whose instances changed since flush()
         self._now = 0.0                           # the time of the input being handled
 
     # -- reading -----------------------------------------------------------------------------
@@ -200,10 +201,6 @@ class MarathonCore:
                 self.emit(DeleteDeployment(dep_id))
                 self.publish(events.deployment_done(dep.plan, True, now))
 
-    def _advance_app(self, app_id: PathId, now: float) -> None:
-        self._advance([d.plan.id for d in self.deployments.values()
-                       if app_id in d.plan.affected_app_ids], now)
-
     def resume(self, now: float) -> None:
         """A new leader: run the stored deployments again from their first step."""
         self._now = now
@@ -302,6 +299,8 @@ class MarathonCore:
     # -- task status ---------------------------------------------------------------------------
 
     def status_update(self, status: proto.TaskStatus, now: float) -> None:
+        """Record the update; deployments look at it in the next `flush` (so a burst of
+        updates costs one pass over the app's instances, not one per update)."""
         self._now = now
         inst = self.instances.get(instance_id_of(status.task_id))
         if inst is None or inst.task_id != status.task_id:
@@ -319,7 +318,14 @@ class MarathonCore:
         else:
             self._index(inst)
             self.emit(SaveInstance(inst))
-        self._advance_app(inst.app_id, now)
+        self.dirty.add(inst.app_id)
+
+    def flush(self, now: float) -> None:
+        """Let deployments see what changed since the last flush."""
+        self._now = now
+        dirty, self.dirty = self.dirty, set()
+        self._advance([d.plan.id for d in self.deployments.values()
+                       if not dirty.isdisjoint(d.plan.affected_app_ids)], now)
         self._revive()
 
     def _ended(self, inst: Instance, status: proto.TaskStatus, now: float) -> None:

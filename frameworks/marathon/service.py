@@ -79,6 +79,7 @@ class MarathonService:
         self.master_url = ""
         self.listeners: list[Callable[[dict[str, Any]], None]] = []   # the event bus
         self._thread = None
+        self._flush_pending = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -171,6 +172,15 @@ class MarathonService:
             return fn(core)
         finally:
             self._execute(core.take())
+            if core.dirty and not self._flush_pending:
+                # after the updates already queued behind this one: a burst is one flush
+                self._flush_pending = True
+                self.loop.call_soon_threadsafe(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        if self.core is not None:
+            self._run(lambda core: core.flush(self.clock.time()))
 
     def _execute(self, instructions: list[Instruction]) -> None:
         driver = self.driver

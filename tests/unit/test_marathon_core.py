@@ -68,6 +68,7 @@ class Harness:
         self.core.status_update(proto.TaskStatus(task_id=task_id, state=state, healthy=healthy,
                                                  agent_id="S-agent1", timestamp=self.now),
                                 now=self.now)
+        self.core.flush(self.now)
         self.drain()
 
     def run(self, tasks) -> None:
