@@ -139,6 +139,16 @@ class AppDefinition:
             return merge(base, obj)
         return _parse(obj, base_group)
 
+    def json_view(self) -> dict[str, Any]:
+        """`to_json()` for writing out: built once per definition (apps are values, and the API
+        writes the same thousand apps on every GET), handed out as a shallow copy whose
+        nested values are shared — add keys to it, never change what is inside."""
+        cached = self.__dict__.get("_json")
+        if cached is None:
+            cached = self.to_json()
+            object.__setattr__(self, "_json", cached)
+        return dict(cached)
+
     def to_json(self) -> dict[str, Any]:
         """The app as Marathon 1.10 writes it (no AppInfo counters; the service adds those)."""
         host = self.network_mode == "host"

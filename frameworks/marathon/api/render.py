@@ -140,7 +140,7 @@ def _readiness(snapshot: Snapshot, app_id: PathId) -> list[dict[str, Any]]:
 def app_info(app: AppDefinition, snapshot: Snapshot, embed: Collection[str]) -> dict[str, Any]:
     """AppInfo: the definition plus, per `embed`, counts, deployments, readiness results,
     tasks, the last task failure and task statistics (in Marathon's key order)."""
-    out = app.to_json()
+    out = app.json_view()
     instances = active_instances(snapshot, app.id)
     if "counts" in embed:
         out.update(counts(instances, snapshot))
@@ -160,7 +160,7 @@ def app_info(app: AppDefinition, snapshot: Snapshot, embed: Collection[str]) -> 
 
 def created_app_info(app: AppDefinition, deployment_id: str) -> dict[str, Any]:
     """The body of `POST /v2/apps`: nothing runs yet, one deployment does."""
-    return {**app.to_json(), "tasksStaged": 0, "tasksRunning": 0, "tasksHealthy": 0,
+    return {**app.json_view(), "tasksStaged": 0, "tasksRunning": 0, "tasksHealthy": 0,
             "tasksUnhealthy": 0, "deployments": [{"id": deployment_id}], "tasks": []}
 
 
@@ -230,7 +230,7 @@ def queue_json(snapshot: Snapshot, *, last_unused_offers: bool = False) -> dict[
             continue
         time_left = max(0.0, entry.delay.time_left_seconds)
         item: dict[str, Any] = {
-            "app": app.to_json(),
+            "app": app.json_view(),
             "count": entry.count,
             "role": entry.role,
             "delay": {"timeLeftSeconds": math.ceil(time_left), "overdue": entry.delay.overdue},
