@@ -2,69 +2,30 @@
 roll, deploy in dependency order and go away; task ids, ports and environment are Marathon's."""
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
 import urllib.request
 
 import pytest
 
-from meseta.testing.processes import Daemon, ProcessCluster, free_port
+from meseta.testing.marathon import SERVE, MarathonApi, start_marathon
+from meseta.testing.processes import ProcessCluster
 
 pytestmark = pytest.mark.timeout(180)
-
-SERVE = "env > env.txt && exec python3 -m http.server --bind 127.0.0.1 $PORT0"
-
-
-class Marathon:
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def call(self, method: str, path: str, body=None, timeout: float = 10.0):
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json",
-                                              "Accept": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                text = resp.read()
-                return resp.status, dict(resp.headers), json.loads(text) if text else None
-        except urllib.error.HTTPError as err:
-            text = err.read()
-            return err.code, dict(err.headers), json.loads(text) if text else None
-
-    def get(self, path: str):
-        status, _, body = self.call("GET", path)
-        assert status == 200, (path, status, body)
-        return body
-
-    def wait_deployed(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.get("/v2/deployments") == []:
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"deployments still running: {self.get('/v2/deployments')}")
-
-    def tasks(self, app_id: str) -> list[dict]:
-        return self.get(f"/v2/apps{app_id}/tasks")["tasks"]
-
 
 @pytest.fixture
 def marathon(tmp_path):
     cluster = ProcessCluster(str(tmp_path), agents=2,
                              agent_resources="cpus:4;mem:2048;disk:4096;ports:[31000-31999]")
     cluster.start()
-    cluster.wait_agents(2)
-    port = free_port()
-    daemon = Daemon("marathon", [f"--master={cluster.master_address}", f"--http_port={port}",
-                                 f"--work_dir={tmp_path / 'marathon'}"],
-                    str(tmp_path / "marathon.log"), port)
     try:
-        daemon.wait_ready()
-        yield Marathon(daemon.url)
+        cluster.wait_agents(2)
+        daemon = start_marathon(cluster.master_address, str(tmp_path / "marathon.log"),
+                                [f"--work_dir={tmp_path / 'marathon'}"])
+        try:
+            yield MarathonApi(daemon.url)
+        finally:
+            daemon.stop()
     finally:
-        daemon.stop()
         cluster.stop()
 
 

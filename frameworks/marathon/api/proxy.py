@@ -4,7 +4,9 @@ marathon.md §7), in this order:
 1. `/health`, `/metrics`, `/metrics/prometheus`: answered here (each process reports its own
    health and metrics; Marathon 1.10 proxies them too).
 2. This instance leads: serve the request.
-3. No leader known (or the service names this very instance without leading): 503
+3. No leader known (or the service names this very instance without leading): asked again
+   every 250 ms for up to 10 tries, as Marathon does (an election may be under way, or this
+   process has just started and not yet read the election), then 503
    `{"message": "Could not determine the current leader"}`.
 4. The request already passed through this instance (our `host:port` in `X-Marathon-Via`):
    502, a proxy loop.
@@ -20,6 +22,7 @@ marathon.md §7), in this order:
 from __future__ import annotations
 
 import http.client
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -36,6 +39,8 @@ LOCAL_PATHS = frozenset({"/health", "/metrics", "/metrics/prometheus"})
 EVENTS_PATH = "/v2/events"
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 10.0
+LEADER_TRIES = 10
+LEADER_RETRY_SECONDS = 0.25
 # Hop-by-hop headers (RFC 7230 §6.1) and those http.client and the server set themselves.
 _NOT_FORWARDED = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
                             "te", "trailer", "transfer-encoding", "upgrade", "host",
@@ -59,14 +64,27 @@ def install(app: Flask, service: Any, address: str | None = None) -> None:
         if request.path in LOCAL_PATHS or service.is_leader():
             return None
         own = _own_address(address)
-        leader = service.leader()
-        if leader is None or leader == own:
-            raise no_leader()
+        leader = _current_leader(service, own)
+        if leader is None:
+            return None                          # elected while we waited: serve it here
         if own in _vias(request.headers.get(VIA, "")):
             raise ApiError(502, "Detected proxying loop.")
         if request.path == EVENTS_PATH:
             return Response("", 307, {"Location": f"http://{leader}{_target()}"})
         return forward(leader, own)
+
+
+def _current_leader(service: Any, own: str) -> str | None:
+    """The leader's address; None when this instance became the leader meanwhile."""
+    for attempt in range(LEADER_TRIES):
+        if service.is_leader():
+            return None
+        leader = service.leader()
+        if leader is not None and leader != own:
+            return leader
+        if attempt + 1 < LEADER_TRIES:
+            time.sleep(LEADER_RETRY_SECONDS)
+    raise no_leader()
 
 
 def _target() -> str:
