@@ -129,8 +129,10 @@ class Group:
         out["dependencies"] = [str(d) for d in self.dependencies]
         if self.version is not None:
             out["version"] = self.version
-        if _top_level(self.id):
-            out["enforceRole"] = self.enforce_role
+        if self.enforce_role:
+            # Marathon 1.9+ writes it on every top-level group; PyPI's marathon-python (0.13)
+            # rejects the key, so it appears only where it says something
+            out["enforceRole"] = True
         return out
 
 

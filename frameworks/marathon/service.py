@@ -304,7 +304,7 @@ class MarathonService:
                 "mesos_role": cfg.mesos_role, "mesos_user": None,
                 "webui_url": f"http://{cfg.host_port}", "executor": "//cmd",
                 "task_launch_timeout": int(cfg.core.task_launch_timeout * 1000),
-                "max_running_deployments": cfg.core.max_running_deployments,
+                "checkpoint": True, "env_vars_prefix": cfg.core.env_vars_prefix,
             },
             "zookeeper_config": ({"zk": cfg.zk, "zk_max_versions": 50} if cfg.zk else {}),
             "http_config": {"http_port": cfg.http_port},

@@ -50,7 +50,7 @@ GROUP_CASES = [
      lambda b, *_: len(b["apps"][0]["tasks"]) == 3 and b["apps"][0]["deployments"] == []
      and ids(b["groups"][0]["apps"]) == ["/product/api", "/product/db"]),
     ("GET", "/v2/groups/product", None, 200,
-     lambda b, *_: b["id"] == "/product" and b["enforceRole"] is False
+     lambda b, *_: b["id"] == "/product" and "enforceRole" not in b
      and ids(b["apps"]) == ["/product/api", "/product/db"] and b["groups"] == []),
     ("GET", "/v2/groups/nope", None, 404, message("Group '/nope' does not exist")),
     ("POST", "/v2/groups", {"id": "team", "apps": [{"id": "svc", "cmd": "c"}]}, 201,
@@ -149,7 +149,7 @@ def _reject(declined, processed):
 
 
 QUEUE_ITEM = {
-    "count": 1, "role": "*", "delay": {"timeLeftSeconds": 3, "overdue": False},
+    "count": 1, "delay": {"timeLeftSeconds": 3, "overdue": False},
     "since": format_timestamp(fake.NOW - 30),
     "processedOffersSummary": {
         "processedOffersCount": 10, "unusedOffersCount": 7,

@@ -232,7 +232,7 @@ def queue_json(snapshot: Snapshot, *, last_unused_offers: bool = False) -> dict[
         item: dict[str, Any] = {
             "app": app.json_view(),
             "count": entry.count,
-            "role": entry.role,
+            # no "role" (Marathon 1.9+ writes one): marathon-python's queue item rejects it
             "delay": {"timeLeftSeconds": math.ceil(time_left), "overdue": entry.delay.overdue},
             "since": format_timestamp(entry.since),
             "processedOffersSummary": _offers_json(entry),
