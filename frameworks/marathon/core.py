@@ -20,6 +20,7 @@ Inputs and what they change:
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -27,7 +28,8 @@ from typing import Any, Callable, Iterable
 from meseta import proto
 from meseta.frameworks.marathon import events
 from meseta.frameworks.marathon.app import AppDefinition, format_timestamp
-from meseta.frameworks.marathon.deployment import RunningDeployment, launch_demand, progress
+from meseta.frameworks.marathon.deployment import (RunningDeployment, kill_excess, launch_demand,
+                                                   progress)
 from meseta.frameworks.marathon.errors import app_locked, not_found, too_many_deployments
 from meseta.frameworks.marathon.group import (Group, find_app, put_app, stamp_versions,
                                               transitive_apps, validate_root)
@@ -43,8 +45,11 @@ from meseta.frameworks.marathon.plan import DeploymentPlan, compute_plan, confli
 from meseta.frameworks.marathon.ports import LOCAL_PORT_MAX, LOCAL_PORT_MIN, assign_service_ports
 from meseta.frameworks.marathon.queue import LaunchQueue
 from meseta.frameworks.marathon.snapshot import DeploymentResult, Snapshot
+from meseta.log import get_logger
 
 __all__ = ["MarathonCore", "CoreConfig", "StoredState"]
+
+log = get_logger("meseta.marathon.core")
 
 MESOS_HEALTH = frozenset({"COMMAND", "MESOS_HTTP", "MESOS_HTTPS", "MESOS_TCP"})
 FAILURES = frozenset({proto.TASK_FAILED, proto.TASK_FINISHED, proto.TASK_ERROR})
@@ -60,6 +65,8 @@ class CoreConfig:
     decline_seconds: float = 5.0           # refuse_seconds when an offer fits nothing wanted
     idle_decline_seconds: float = 120.0    # ... when nothing is wanted at all (then suppress)
     env_vars_prefix: str = ""
+    deployment_deadline: float | None = None   # Meseta: fail deployments not done by then
+    deployment_deadline_rollback: bool = False  # ... and roll them back
 
 
 @dataclass
@@ -100,9 +107,17 @@ class MarathonCore:
         return list(self._by_app.get(app_id, {}).values())
 
     def wanted(self, app_id: PathId) -> list[Instance]:
-        """Instances meant to keep running: active with goal Running."""
-        return [i for i in self._by_app.get(app_id, {}).values()
-                if i.goal == GOAL_RUNNING and i.active and i.state != proto.TASK_UNREACHABLE]
+        """Instances meant to keep running: active with goal Running. An unreachable one counts
+        until its app's `unreachableStrategy.inactiveAfterSeconds` pass (then it is replaced);
+        with the strategy `disabled` it always counts."""
+        instances = self._by_app.get(app_id)
+        if not instances:
+            return []
+        app = find_app(self.root, app_id)
+        inactive_after = _unreachable(app)[0]
+        return [i for i in instances.values()
+                if i.goal == GOAL_RUNNING and i.active
+                and (i.state != proto.TASK_UNREACHABLE or self._now - i.updated_at < inactive_after)]
 
     def is_ready(self, inst: Instance, app: AppDefinition) -> bool:
         """Counts toward a deployment's target: running, and healthy when the app has checks."""
@@ -142,8 +157,12 @@ class MarathonCore:
     # -- deployments -------------------------------------------------------------------------
 
     def deploy(self, change: Callable[[Group], Group], *, force: bool, now: float,
-               dry_run: bool = False, to_kill: dict[PathId, tuple[str, ...]] | None = None
+               dry_run: bool = False, to_kill: dict[PathId, tuple[str, ...]] | None = None,
+               deadline: float | None = None, rollback_on_deadline: bool | None = None
                ) -> DeploymentResult | DeploymentPlan:
+        """Apply `change` to the root group and start the deployment to it. `deadline`
+        (seconds; default `CoreConfig.deployment_deadline`, None = none, as Marathon) fails a
+        deployment that has not finished by then, and rolls it back if asked."""
         self._now = now
         target = change(self.root)
         validate_root(target)
@@ -153,7 +172,10 @@ class MarathonCore:
         if dry_run:
             return plan
         self._admit(plan, force, now)
-        self._start(plan, now)
+        deadline = self.config.deployment_deadline if deadline is None else deadline
+        rollback = (self.config.deployment_deadline_rollback if rollback_on_deadline is None
+                    else rollback_on_deadline)
+        self._start(plan, now, now + deadline if deadline else None, rollback)
         return DeploymentResult(plan.id, plan.version)
 
     def rollback(self, deployment_id: str, *, force: bool, now: float) -> DeploymentResult | None:
@@ -175,7 +197,8 @@ class MarathonCore:
         if len(self.deployments) >= self.config.max_running_deployments:
             raise too_many_deployments(self.config.max_running_deployments)
 
-    def _start(self, plan: DeploymentPlan, now: float) -> None:
+    def _start(self, plan: DeploymentPlan, now: float, deadline: float | None = None,
+               rollback: bool = False) -> None:
         for app in transitive_apps(plan.target):
             old = find_app(plan.original, app.id)
             if old is None or old.version_info != app.version_info:
@@ -184,7 +207,8 @@ class MarathonCore:
         self.emit(SaveRoot(plan.target))
         self.emit(SaveDeployment(plan.to_record()))
         self.publish(events.group_change_success("/", plan.version, now))
-        self.deployments[plan.id] = RunningDeployment(plan, started_at=now)
+        self.deployments[plan.id] = RunningDeployment(plan, started_at=now, deadline=deadline,
+                                                      rollback_on_deadline=rollback)
         self._advance([plan.id], now)
         self._revive()
 
@@ -413,17 +437,49 @@ class MarathonCore:
         self.emit(Reconcile())
 
     def tick(self, now: float) -> None:
-        """Launch timeouts, kill retries, deployments that wait on time."""
+        """What waits on time: launch timeouts, kill retries, unreachable instances to expunge,
+        deployments past their deadline, instances beyond an app's count (scale check)."""
         self._now = now
         for inst in list(self.instances.values()):
             if inst.state == proto.TASK_STAGING and now - inst.staged_at > self.config.task_launch_timeout:
                 self.kill(inst, now)
+            elif inst.state == proto.TASK_UNREACHABLE:
+                self._expunge_if_due(inst, now)
             sent = self._kills.get(inst.task_id)
             if sent is not None and now - sent > self.config.kill_retry and inst.active:
                 self._kills[inst.task_id] = now
                 self.emit(KillTask(inst.task_id, inst.agent_id))
+        for dep in list(self.deployments.values()):
+            if dep.deadline is not None and now >= dep.deadline:
+                self._missed_deadline(dep, now)
         self._advance(list(self.deployments), now)
+        self._scale_check(now)
         self._revive()
+
+    def _expunge_if_due(self, inst: Instance, now: float) -> None:
+        """Forget an instance unreachable for `expungeAfterSeconds` (kill it, should it return)."""
+        if now - inst.updated_at >= _unreachable(find_app(self.root, inst.app_id))[1]:
+            self.emit(KillTask(inst.task_id, inst.agent_id))
+            self._forget(inst)
+            self.dirty.add(inst.app_id)
+
+    def _scale_check(self, now: float) -> None:
+        """An app no deployment steers with more wanted instances than it asks for (an
+        unreachable instance came back after its replacement started): kill the extra."""
+        steered = {a for d in self.deployments.values() for a in d.plan.affected_app_ids}
+        for app_id in list(self._by_app):
+            app = find_app(self.root, app_id)
+            if app is not None and app_id not in steered and len(self.wanted(app_id)) > app.instances:
+                kill_excess(app, self, now)
+
+    def _missed_deadline(self, dep: RunningDeployment, now: float) -> None:
+        waiting = "; ".join(f"{a.app_id}: {a.waiting}" for a in dep.view(self).current_actions
+                            if a.waiting)
+        reason = f"deadline of {dep.deadline - dep.started_at:g}s passed ({waiting or 'no progress'})"
+        log.warning("deployment missed its deadline", deployment=dep.plan.id, reason=reason)
+        self._cancel(dep, now, reason)
+        if dep.rollback_on_deadline:
+            self.deploy(lambda root: revert(dep.plan, root), force=True, now=now)
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -450,6 +506,15 @@ class MarathonCore:
             app.pop(inst.instance_id, None)
             if not app:
                 del self._by_app[inst.app_id]
+
+
+def _unreachable(app: AppDefinition | None) -> tuple[float, float]:
+    """(inactiveAfterSeconds, expungeAfterSeconds); `disabled`: never (infinity)."""
+    strategy = app.unreachable_strategy if app is not None else None
+    if not isinstance(strategy, dict):
+        return (math.inf, math.inf) if strategy == "disabled" else (0.0, 0.0)
+    return (float(strategy.get("inactiveAfterSeconds", 0)),
+            float(strategy.get("expungeAfterSeconds", 0)))
 
 
 def _service_ports(app: AppDefinition) -> list[int]:

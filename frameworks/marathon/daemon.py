@@ -16,7 +16,7 @@ import socket
 from typing import Any
 
 from meseta.clock import Clock
-from meseta.config import Flag, duration_flag, parse_port
+from meseta.config import Flag, bool_flag, duration_flag, parse_duration, parse_port
 from meseta.frameworks.marathon.core import CoreConfig
 from meseta.frameworks.marathon.service import MarathonService, ServiceConfig
 from meseta.http import HttpServer
@@ -26,6 +26,10 @@ from meseta.metrics import Registry
 __all__ = ["MARATHON_FLAGS", "MarathonDaemon"]
 
 log = get_logger("meseta.marathon")
+
+def _optional_duration(text: str | float | None) -> float | None:
+    return parse_duration(text) if text not in (None, "") else None
+
 
 MARATHON_FLAGS = (
     Flag("master", "127.0.0.1:5050", "The Mesos master: host:port or zk://host:port/path."),
@@ -44,6 +48,11 @@ MARATHON_FLAGS = (
     duration_flag("task_launch_timeout", "5mins", "A task staging longer than this is killed."),
     duration_flag("zk_session_timeout", "10secs", "ZooKeeper session timeout."),
     Flag("env_vars_prefix", "", "Prefix of the port variables Marathon sets in tasks."),
+    Flag("deployment_deadline", None, "Fail a deployment not finished within this duration "
+                                      "(e.g. 10mins; default: never, as Marathon).",
+         _optional_duration),
+    bool_flag("deployment_deadline_rollback", False,
+              "Roll back a deployment that missed its deadline."),
     Flag("http_threads", 64, "HTTP server threads (event streams hold one each).", int),
     Flag("log_level", "info", "debug, info, warning or error."),
     Flag("log_format", "auto", "json, text, or auto (text on a terminal)."),
@@ -74,7 +83,9 @@ class MarathonDaemon:
             core=CoreConfig(max_running_deployments=cfg.max_running_deployments,
                             local_port_min=cfg.local_port_min, local_port_max=cfg.local_port_max,
                             task_launch_timeout=cfg.task_launch_timeout,
-                            env_vars_prefix=cfg.env_vars_prefix))
+                            env_vars_prefix=cfg.env_vars_prefix,
+                            deployment_deadline=cfg.deployment_deadline,
+                            deployment_deadline_rollback=cfg.deployment_deadline_rollback))
         store, election = self._state(service_config)
         self.service = MarathonService(service_config, store, election, self.clock)
         self._export_metrics()

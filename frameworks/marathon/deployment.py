@@ -44,6 +44,8 @@ __all__ = ["RunningDeployment", "progress", "launch_demand", "kill_excess"]
 class RunningDeployment:
     plan: DeploymentPlan
     started_at: float
+    deadline: float | None = None   # when it fails if not done (None: never, as Marathon)
+    rollback_on_deadline: bool = False
     step: int = 0                   # 0-based index of the step being run
     entered: bool = False           # the current step's entry kills are issued
     done: set[PathId] = field(default_factory=set)        # finished actions of the step

@@ -102,7 +102,7 @@ class LaunchQueue:
             out.append(f"launch delayed {b.until - now:.1f}s after failures (backoff)")
         o = self._offers.get(app_id)
         if o is not None and o.last and (o.last_used_at is None or
-                                         (o.last_unused_at or 0) > o.last_used_at):
+                                         (o.last_unused_at or 0) >= o.last_used_at):
             out.append(f"last offer refused: {o.last[-1][1]}")
         return out
 

@@ -320,3 +320,80 @@ def test_launch_timeout_kills_a_task_stuck_staging():
     h.core.tick(h.now)
     h.drain()
     assert h.kills == [task.task_id]
+
+
+def unreachable(h, task_id):
+    h.status(task_id, proto.TASK_UNREACHABLE)
+
+
+def test_unreachable_instance_is_replaced_after_inactive_and_forgotten_after_expunge():
+    h = Harness()
+    h.put(app(1, unreachableStrategy={"inactiveAfterSeconds": 60, "expungeAfterSeconds": 120}))
+    [task] = h.offers()
+    h.status(task.task_id, proto.TASK_RUNNING)
+    unreachable(h, task.task_id)
+    h.tick(10)
+    assert h.offers() == []                     # still counted: it may come back
+    h.tick(51)
+    h.core.tick(h.now)
+    h.drain()
+    [replacement] = h.offers()
+    h.status(replacement.task_id, proto.TASK_RUNNING)
+    h.tick(60)
+    h.core.tick(h.now)
+    h.drain()
+    assert task.task_id in h.kills              # expunged: killed should it ever return
+    assert [i.task_id for i in h.active()] == [replacement.task_id]
+
+
+def test_unreachable_instance_that_returns_after_replacement_is_scaled_away():
+    h = Harness()
+    h.put(app(1))                               # default strategy: replaced at once
+    [task] = h.offers()
+    h.status(task.task_id, proto.TASK_RUNNING)
+    h.status(task.task_id, proto.TASK_UNREACHABLE)
+    h.core.tick(h.now)
+    h.drain()
+    assert task.task_id in h.kills              # expungeAfterSeconds 0: forgotten at once
+    [replacement] = h.offers()
+    h.status(replacement.task_id, proto.TASK_RUNNING)
+    h.status(task.task_id, proto.TASK_RUNNING)  # back, but unknown now: killed
+    assert h.kills.count(task.task_id) == 2
+
+
+def test_disabled_unreachable_strategy_never_replaces():
+    h = Harness()
+    h.put(app(1, unreachableStrategy="disabled"))
+    [task] = h.offers()
+    h.status(task.task_id, proto.TASK_RUNNING)
+    unreachable(h, task.task_id)
+    h.tick(10_000)
+    h.core.tick(h.now)
+    h.drain()
+    assert h.offers() == [] and task.task_id not in h.kills
+
+
+def test_deployment_deadline_fails_and_rolls_back():
+    h = Harness(deployment_deadline=30, deployment_deadline_rollback=True)
+    h.put(app(1))
+    h.run(h.offers())
+    stuck = h.put(app(1, mem=99999))
+    assert h.offers() == []
+    h.tick(31)
+    h.core.tick(h.now)
+    h.drain()
+    failed = [e for e in h.events if e["eventType"] == "deployment_failed"]
+    assert failed and failed[-1]["id"] == stuck.deployment_id
+    assert "deadline of 30s passed" in failed[-1]["reason"]
+    assert "InsufficientMemory" in failed[-1]["reason"]
+    assert find_app(h.core.root, PathId.parse("/web")).mem == 32
+    assert stuck.deployment_id not in h.core.deployments
+
+
+def test_deployments_have_no_deadline_by_default():
+    h = Harness()
+    stuck = h.put(app(1, mem=99999))
+    h.tick(100_000)
+    h.core.tick(h.now)
+    h.drain()
+    assert stuck.deployment_id in h.core.deployments
