@@ -10,14 +10,16 @@ import sys
 
 import psutil
 
+from meseta.testing.marathon import MarathonApi
 from meseta.testing.processes import child_env, free_port, get_json, wait_http
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def test_meseta_up_runs_a_framework_and_stops_cleanly_on_ctrl_c(tmp_path):
+def test_meseta_up_runs_frameworks_and_marathon_and_stops_cleanly_on_ctrl_c(tmp_path):
     port = free_port()
-    while any(c.laddr.port in (port + 1, port + 2) for c in psutil.net_connections("tcp")):
+    while any(c.laddr.port in (port + 1, port + 2, port + 3030)
+              for c in psutil.net_connections("tcp")):
         port = free_port()
     up = subprocess.Popen([sys.executable, "-m", "meseta.cli", "up", "--agents", "2",
                            "--port", str(port), "--work_dir", str(tmp_path)],
@@ -30,6 +32,8 @@ def test_meseta_up_runs_a_framework_and_stops_cleanly_on_ctrl_c(tmp_path):
             banner += up.stdout.readline()
         assert f"http://127.0.0.1:{port}" in banner
         assert re.search(r"agent 1\s+http://127\.0\.0\.1:\d+", banner)
+        marathon = MarathonApi(f"http://127.0.0.1:{port + 3030}")
+        assert f"marathon {marathon.url}" in banner
         slaves = []
         while len(slaves) < 2:
             slaves = get_json(f"http://127.0.0.1:{port}/master/slaves")["slaves"]
@@ -44,10 +48,16 @@ def test_meseta_up_runs_a_framework_and_stops_cleanly_on_ctrl_c(tmp_path):
              "--master", f"127.0.0.1:{port}", "--tasks", "1", "--cmd", "sleep 600"],
             stdout=subprocess.PIPE, text=True, env=child_env())
         assert "TASK_RUNNING" in "".join(iter_until(long_running.stdout, "TASK_RUNNING"))
+        status, _, body = marathon.call("POST", "/v2/apps", {
+            "id": "/sleeper", "cmd": "sleep 601", "cpus": 0.1, "mem": 16, "instances": 2})
+        assert status == 201, body
+        marathon.wait_deployed()
+        assert len(marathon.tasks("/sleeper")) == 2
         sleepers = [p for p in psutil.process_iter(["cmdline", "cwd"])
                     if (p.info["cwd"] or "").startswith(str(tmp_path))
-                    and (p.info["cmdline"] or [])[-2:] in (["sleep", "600"], ["-c", "sleep 600"])]
-        assert sleepers, "the task's processes were not found"
+                    and (p.info["cmdline"] or [])[-1:] in (["600"], ["601"], ["sleep 600"],
+                                                           ["sleep 601"])]
+        assert len(sleepers) >= 3, "the tasks' processes were not found"
         up.send_signal(signal.SIGINT)
         assert up.wait(30) == 0
         assert "stopping" in up.stdout.read()
