@@ -103,7 +103,12 @@ class MarathonDaemon:
         cfg = self.config
         me = service_config.host_port
         if cfg.zk:
-            return (ZkMarathonStore(cfg.zk, session_timeout=cfg.zk_session_timeout),
+            def failed(exc: Exception) -> None:     # on the store's writer thread
+                service = self.service
+                if service is not None:
+                    service.loop.call_soon_threadsafe(lambda: service._store_failed(exc))
+            return (ZkMarathonStore(cfg.zk, session_timeout=cfg.zk_session_timeout,
+                                    on_failure=failed),
                     ZkElection(cfg.zk, me, session_timeout=cfg.zk_session_timeout))
         work_dir = cfg.work_dir or os.path.join(os.getcwd(), "marathon")
         return DirectoryStore(work_dir), StandaloneElection(me)

@@ -27,6 +27,7 @@ from meseta.clock import Clock
 from meseta.frameworks.marathon.app import AppDefinition
 from meseta.frameworks.marathon.core import CoreConfig, MarathonCore, StoredState
 from meseta.frameworks.marathon.errors import ApiError
+from meseta.frameworks.marathon.eventbus import EventBus
 from meseta.frameworks.marathon.group import (Group, UnknownId, find_app, find_group,
                                               transitive_apps)
 from meseta.frameworks.marathon.instructions import (DeclineOffer, DeleteDeployment, DeleteInstance,
@@ -37,6 +38,7 @@ from meseta.frameworks.marathon.instructions import (DeclineOffer, DeleteDeploym
 from meseta.frameworks.marathon.pathid import PathId
 from meseta.frameworks.marathon.plan import DeploymentPlan
 from meseta.frameworks.marathon.snapshot import DeploymentResult, Snapshot
+from meseta.frameworks.marathon.store import StoreError
 from meseta.log import get_logger
 from meseta.loop import EventLoop
 from meseta.scheduler import (Filters, FrameworkInfo, Scheduler, SchedulerDriver, TaskStatus)
@@ -44,6 +46,8 @@ from meseta.scheduler import (Filters, FrameworkInfo, Scheduler, SchedulerDriver
 __all__ = ["MarathonService", "ServiceConfig", "VERSION"]
 
 log = get_logger("meseta.marathon")
+
+Announce = Callable[[Group, float], list[dict[str, Any]]]
 
 VERSION = "1.10.26"           # the Marathon API level we answer as (/v2/info `version`)
 TICK_SECONDS = 1.0
@@ -68,7 +72,7 @@ class ServiceConfig:
 
 class MarathonService:
     def __init__(self, config: ServiceConfig, store: Any, election: Any,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, events: EventBus | None = None) -> None:
         self.config = config
         self.store = store
         self.election = election
@@ -78,6 +82,8 @@ class MarathonService:
         self.driver: SchedulerDriver | None = None
         self.master_url = ""
         self.listeners: list[Callable[[dict[str, Any]], None]] = []   # the event bus
+        self.events = events if events is not None else EventBus(clock=self.clock)
+        self.listeners.append(self.events.publish)     # SSE /v2/events and the ZeroMQ PUB
         self._thread = None
         self._flush_pending = False
 
@@ -127,9 +133,18 @@ class MarathonService:
         if self.core is None:
             return
         log.warning("no longer leader", reason=why)
+        self.events.close_all()              # a former leader's event streams end
         driver, self.driver, self.core = self.driver, None, None
         if driver is not None:
             driver.stop(failover=True)       # the tasks stay; the next leader takes them over
+
+    def _store_failed(self, exc: Exception) -> None:
+        """The store lost a write (ZooKeeper gone, disk full): no zombie leader."""
+        if self.core is None:
+            return
+        log.error("state could not be stored; stepping down", error=str(exc))
+        self._deposed(f"store failed: {exc}")
+        self.election.abdicate()
 
     def _root_at(self, version: str) -> Group:
         root = self.store.root_at(version)
@@ -171,7 +186,13 @@ class MarathonService:
         try:
             return fn(core)
         finally:
-            self._execute(core.take())
+            try:
+                self._execute(core.take())
+            except StoreError as exc:
+                # what could not be stored must not be acted on: step down, the next leader
+                # (or this one, re-elected) starts again from what the store holds
+                self._store_failed(exc)
+                raise ApiError(503, f"Marathon could not store its state: {exc}") from exc
             if core.dirty and not self._flush_pending:
                 # after the updates already queued behind this one: a burst is one flush
                 self._flush_pending = True
@@ -233,9 +254,17 @@ class MarathonService:
         return self._call(lambda core: core.snapshot(self.clock.time()))
 
     def deploy(self, change: Callable[[Group], Group], *, force: bool = False,
-               dry_run: bool = False) -> DeploymentResult | DeploymentPlan:
-        return self._call(lambda core: core.deploy(change, force=force, dry_run=dry_run,
-                                                   now=self.clock.time()))
+               dry_run: bool = False, announce: Announce | None = None
+               ) -> DeploymentResult | DeploymentPlan:
+        """`announce(root, now)` gives the request's own events (`api_post_event`) once the
+        change is accepted; they go out before the deployment's (`group_change_success`...)."""
+        def run(core: MarathonCore) -> DeploymentResult | DeploymentPlan:
+            now = self.clock.time()
+            result = core.deploy(change, force=force, dry_run=dry_run, now=now)
+            if announce is not None and not dry_run:
+                self._execute([Publish(event) for event in announce(core.root, now)])
+            return result
+        return self._call(run)
 
     def rollback_deployment(self, deployment_id: str, *, force: bool) -> DeploymentResult | None:
         return self._call(lambda core: core.rollback(deployment_id, force=force,
@@ -308,6 +337,7 @@ class MarathonService:
             },
             "zookeeper_config": ({"zk": cfg.zk, "zk_max_versions": 50} if cfg.zk else {}),
             "http_config": {"http_port": cfg.http_port},
+            "event_subscriber": self.events.subscriber_info(),
         }
 
 
