@@ -1,29 +1,14 @@
 """meseta.frameworks.marathon.api: /v2/apps and the task routes over a fake service
-(marathon_api_fake.py). Each table row starts from `world()`: /web with four instances (running
+(meseta.testing.marathon_fake). Each table row starts from `world()`: /web with four instances (running
 and healthy, running and unhealthy, staging, finished) and the group /product with db and api.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-import sys
-
 import pytest
 
+from meseta.testing import marathon_fake as fake
 
-def _load_fake():
-    path = pathlib.Path(__file__).with_name("marathon_api_fake.py")
-    module = sys.modules.get("marathon_api_fake")
-    if module is None:
-        spec = importlib.util.spec_from_file_location("marathon_api_fake", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["marathon_api_fake"] = module
-        spec.loader.exec_module(module)
-    return module
-
-
-fake = _load_fake()
 P, names, world, call, run_case = fake.P, fake.names, fake.world, fake.call, fake.run_case
 ids, message, deployment, app_of = fake.ids, fake.message, fake.deployment, fake.app_of
 

@@ -5,29 +5,14 @@ over the fake service of marathon_api_fake.py (each table row starts from `world
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-import sys
 
 import pytest
 
 from meseta.frameworks.marathon.api import create_app
 from meseta.frameworks.marathon.app import format_timestamp
 from meseta.frameworks.marathon.group import find_group, transitive_apps
+from meseta.testing import marathon_fake as fake
 
-
-def _load_fake():
-    path = pathlib.Path(__file__).with_name("marathon_api_fake.py")
-    module = sys.modules.get("marathon_api_fake")
-    if module is None:
-        spec = importlib.util.spec_from_file_location("marathon_api_fake", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["marathon_api_fake"] = module
-        spec.loader.exec_module(module)
-    return module
-
-
-fake = _load_fake()
 P, world, call, run_case = fake.P, fake.world, fake.call, fake.run_case
 ids, message, deployment, app_of = fake.ids, fake.message, fake.deployment, fake.app_of
 

@@ -4,10 +4,7 @@ metrics JSON, and the leader proxy between two apps served on loopback ports."""
 from __future__ import annotations
 
 import http.client
-import importlib.util
 import json
-import pathlib
-import sys
 
 import pytest
 
@@ -25,20 +22,8 @@ from meseta.frameworks.marathon.pathid import PathId
 from meseta.frameworks.marathon.snapshot import (CurrentAction, DeploymentView, OfferSummary,
                                                  QueueEntry, Snapshot)
 from meseta.http import HttpServer
+from meseta.testing import marathon_fake as fake
 
-
-def _load_fake():
-    path = pathlib.Path(__file__).with_name("marathon_api_fake.py")
-    module = sys.modules.get("marathon_api_fake")
-    if module is None:
-        spec = importlib.util.spec_from_file_location("marathon_api_fake", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["marathon_api_fake"] = module
-        spec.loader.exec_module(module)
-    return module
-
-
-fake = _load_fake()
 P = PathId.parse
 
 # ---------------------------------------------------------------------------------------------

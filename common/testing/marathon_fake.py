@@ -1,7 +1,7 @@
 """A fake Marathon service for the API tests: the facade over an in-memory root group, deploying
 with the real planner (group transformations, stamp_versions, compute_plan, conflicting,
-revert), and the `world()` every table row starts from. Loaded by path by the
-test_marathon_api*.py files (tests/unit is not a package).
+revert), and the `world()` every table row starts from. The test_marathon_api*.py files share
+it; it has no sockets, threads or master.
 """
 
 from __future__ import annotations
