@@ -203,6 +203,14 @@ class MarathonCore:
             old = find_app(plan.original, app.id)
             if old is None or old.version_info != app.version_info:
                 self.queue.reset_delay(app.id)        # a new version starts without backoff
+            if old is None or old.health_checks != app.health_checks:
+                if old is not None and old.health_checks:
+                    self.publish(events.remove_health_check(str(app.id), now))
+                for check in app.health_checks:
+                    self.publish(events.add_health_check(str(app.id), app.version or "", check, now))
+        for app in transitive_apps(plan.original):
+            if app.health_checks and find_app(plan.target, app.id) is None:
+                self.publish(events.remove_health_check(str(app.id), now))
         self.root = plan.target
         self.emit(SaveRoot(plan.target))
         self.emit(SaveDeployment(plan.to_record()))
@@ -330,6 +338,8 @@ class MarathonCore:
         if inst is None or inst.task_id != status.task_id:
             if status.state not in proto.TERMINAL_STATES:   # not ours (any more): stop it
                 self.emit(KillTask(status.task_id, status.agent_id))
+            else:
+                self.publish(events.unknown_instance_terminated(status, now))
             return
         if inst.state == status.state and status.healthy in (None, inst.healthy):
             return                                          # a resent or reconciled update

@@ -10,11 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from meseta.frameworks.marathon.app import format_timestamp
-from meseta.frameworks.marathon.instances import Instance
+from meseta.frameworks.marathon.instances import CONDITIONS, Instance, instance_id_of
+from meseta.frameworks.marathon.pathid import PathIdError, parse_task_id
 
 __all__ = ["event", "status_update", "instance_changed", "group_change_success",
            "group_change_failed", "deployment_info", "deployment_step", "deployment_done",
-           "app_terminated", "scheduler_registered", "scheduler_reregistered",
+           "app_terminated", "scheduler_registered", "add_health_check", "remove_health_check",
+           "unknown_instance_terminated", "scheduler_reregistered",
            "scheduler_disconnected", "api_post"]
 
 
@@ -74,6 +76,26 @@ def scheduler_reregistered(master: str, now: float) -> dict[str, Any]:
 
 def scheduler_disconnected(now: float) -> dict[str, Any]:
     return event("scheduler_disconnected_event", now)
+
+
+def add_health_check(app_id: str, version: str, check: dict[str, Any], now: float) -> dict[str, Any]:
+    return event("add_health_check_event", now, appId=app_id, version=version,
+                 healthCheck=dict(check))
+
+
+def remove_health_check(app_id: str, now: float) -> dict[str, Any]:
+    return event("remove_health_check_event", now, appId=app_id)
+
+
+def unknown_instance_terminated(status: Any, now: float) -> dict[str, Any]:
+    """A terminal update of a task Marathon does not know (any more)."""
+    instance_id = instance_id_of(status.task_id)
+    try:
+        run_spec = str(parse_task_id(status.task_id).app_id)
+    except PathIdError:
+        run_spec = ""
+    return event("unknown_instance_terminated_event", now, instanceId=instance_id,
+                 runSpecId=run_spec, condition=CONDITIONS.get(status.state, "Unknown"))
 
 
 def api_post(client_ip: str, uri: str, app_json: dict[str, Any], now: float) -> dict[str, Any]:

@@ -397,3 +397,24 @@ def test_deployments_have_no_deadline_by_default():
     h.core.tick(h.now)
     h.drain()
     assert stuck.deployment_id in h.core.deployments
+
+
+def test_health_check_events_follow_the_app_versions():
+    h = Harness()
+    check = {"protocol": "MESOS_TCP", "portIndex": 0}
+    h.put(app(1, healthChecks=[check]))
+    added = [e for e in h.events if e["eventType"] == "add_health_check_event"]
+    assert len(added) == 1 and added[0]["appId"] == "/web"
+    assert added[0]["healthCheck"]["protocol"] == "MESOS_TCP"
+    h.events.clear()
+    h.put(app(1), force=True)
+    assert [e["eventType"] for e in h.events if "health_check" in e["eventType"]] == \
+        ["remove_health_check_event"]
+
+
+def test_terminal_update_of_an_unknown_task_is_an_event():
+    h = Harness()
+    h.status("web.instance-gone._app.1", proto.TASK_KILLED)
+    [event] = [e for e in h.events if e["eventType"] == "unknown_instance_terminated_event"]
+    assert event["instanceId"] == "web.instance-gone" and event["runSpecId"] == "/web"
+    assert event["condition"] == "Killed" and not h.kills
