@@ -26,6 +26,7 @@ from meseta.agent import containerizer as cz
 from meseta.agent.checkpoint import (BrokenTask, Checkpoint, Recovered, TaskCheckpoint,
                                      current_boot_id)
 from meseta.agent.detect import agent_resources
+from meseta.agent.health import HealthChecks, Target, Verdict, check_problem
 from meseta.agent.isolation import make_isolator
 from meseta.agent.updates import UpdateManager
 from meseta.clock import Clock
@@ -85,6 +86,7 @@ class RunningTask:
     kill_timer: Optional[Timer] = None
     completion_timer: Optional[Timer] = None
     statuses: list[proto.TaskStatus] = field(default_factory=list)
+    healthy: Optional[bool] = None                # last reported by its health check
 
     @property
     def framework_id(self) -> str:
@@ -113,6 +115,7 @@ class AgentDaemon:
         self.updates = UpdateManager(config.status_update_retry_interval_min,
                                      config.status_update_retry_interval_max)
         self.isolator = None
+        self.health = HealthChecks(self.loop, self.metrics)
         self.metrics.export_snapshot(self.metrics_snapshot)
         self.info: Optional[proto.AgentInfo] = None
         self.http: Optional[HttpServer] = None
@@ -172,6 +175,7 @@ class AgentDaemon:
         self.loop.stop()
         if self._thread:
             self._thread.join(5)
+        self.health.close()
         self.link.close()
         if self.isolator:
             self.isolator.close()
@@ -267,6 +271,8 @@ class AgentDaemon:
         if task.kill_requested:   # SIGTERM went out before the restart: SIGKILL follows anyway
             task.kill_timer = self.loop.call_later(self.config.executor_shutdown_grace_period,
                                                    lambda: task.container.signal(signal.SIGKILL))
+        else:
+            self._start_health(task, cz.running_for(task.start_time))
         log.info("task recovered", task_id=task.info.task_id, pid=task.pid)
 
     def _ended_while_away(self, task: RunningTask) -> None:
@@ -385,6 +391,11 @@ class AgentDaemon:
         if key in self.tasks:
             log.warning("duplicate run_task ignored", task_id=info.task_id)
             return
+        problem = info.health_check and check_problem(info.health_check)
+        if problem:
+            self._agent_status(*key, proto.TASK_ERROR, proto.REASON_TASK_INVALID,
+                               f"Invalid health check: {problem}")
+            return
         container_id = str(uuid.uuid4())
         task = RunningTask(framework, info, container_id, self._sandbox(*key, container_id))
         self.tasks[key] = task
@@ -411,6 +422,7 @@ class AgentDaemon:
         self._report(task, self._status(task, proto.TASK_STARTING, ""),
                      self._status(task, proto.TASK_RUNNING, "", executor_pid=task.pid))
         self._arm_completion_timer(task, 0.0)
+        self._start_health(task, 0.0)
 
     def _arm_completion_timer(self, task: RunningTask, elapsed: float) -> None:
         limit = task.info.max_completion_seconds
@@ -418,6 +430,33 @@ class AgentDaemon:
             task.completion_timer = self.loop.call_later(limit - elapsed, lambda: self._terminate(
                 task, (proto.TASK_FAILED, proto.REASON_MAX_COMPLETION_TIME_REACHED,
                        "Task exceeded its maximum completion time")))
+
+    def _start_health(self, task: RunningTask, running_for: float) -> None:
+        check = task.info.health_check
+        if check is not None:
+            environment = cz.task_environment(cz.LaunchSpec(
+                task.container_id, task.sandbox, "", environment=self._environment(task)))
+            self.health.start(task.container_id, check,
+                              Target(task.sandbox, environment, task.info.command.user),
+                              lambda verdict: self._on_health(task, verdict), running_for)
+
+    def _on_health(self, task: RunningTask, verdict: Verdict) -> None:
+        """A health change is reported as TASK_RUNNING with `healthy` (Mesos); enough failures
+        in a row kill the task, which ends KILLED whatever its command's exit."""
+        if self.tasks.get(task.key) is not task or task.kill_requested:
+            return
+        if verdict.healthy is not None:
+            task.healthy = verdict.healthy
+            status = self._status(task, proto.TASK_RUNNING, "",
+                                  proto.REASON_TASK_HEALTH_CHECK_STATUS_UPDATED)
+            status.healthy = verdict.healthy
+            self._report(task, status)
+        if verdict.kill:
+            times = "time" if verdict.failures == 1 else "times"
+            grace = task.info.kill_grace_seconds
+            self._terminate(task, (proto.TASK_KILLED, None,
+                                   f"Task killed: health check failed {verdict.failures} {times}"),
+                            self.config.executor_shutdown_grace_period if grace is None else grace)
 
     def _environment(self, task: RunningTask) -> dict[str, str]:
         """What Mesos and Marathon give a task, then the framework's own variables on top."""
@@ -543,6 +582,7 @@ class AgentDaemon:
             return
         task.kill_requested = True
         task.kill_reason = override
+        self.health.stop(task.container_id)
         if proto.TASK_KILLING_STATE in task.framework.capabilities and override is None:
             self._report(task, self._status(task, proto.TASK_KILLING, ""))
         else:
@@ -576,12 +616,16 @@ class AgentDaemon:
         else:
             state, reason, message = cz.terminal_state(exit_info, task.kill_requested, limitation)
         self.isolator.cleanup(task.container_id)
-        self._report(task, self._status(task, state, message, reason))
+        status = self._status(task, state, message, reason)
+        if task.healthy is False:   # as Mesos: a task that ends unhealthy says so
+            status.healthy = False
+        self._report(task, status)
         self._finish(task)
 
     def _finish(self, task: RunningTask) -> None:
         """The run has ended; it is kept (and checkpointed) until its last update is acknowledged."""
         self._finished.labels(task.state).inc()
+        self.health.stop(task.container_id)
         if self.tasks.get(task.key) is task:
             del self.tasks[task.key]
         self.terminated[task.container_id] = task

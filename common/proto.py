@@ -76,6 +76,7 @@ REASON_TASK_INVALID = "REASON_TASK_INVALID"
 REASON_TASK_UNKNOWN = "REASON_TASK_UNKNOWN"
 REASON_TASK_KILLED_DURING_LAUNCH = "REASON_TASK_KILLED_DURING_LAUNCH"
 REASON_MAX_COMPLETION_TIME_REACHED = "REASON_MAX_COMPLETION_TIME_REACHED"
+REASON_TASK_HEALTH_CHECK_STATUS_UPDATED = "REASON_TASK_HEALTH_CHECK_STATUS_UPDATED"
 
 # Framework capabilities (Mesos names).
 PARTITION_AWARE = "PARTITION_AWARE"
@@ -109,6 +110,38 @@ class CommandInfo:
 
 
 @dataclass(slots=True)
+class HTTPCheckInfo:
+    port: int
+    path: str = "/"
+    scheme: str = "http"                  # "https": TLS, certificate not verified
+    statuses: list[int] = field(default_factory=list)   # healthy codes; empty: 200-399
+    protocol: str = "IPv4"                # IPv6: the check goes to ::1
+
+
+@dataclass(slots=True)
+class TCPCheckInfo:
+    port: int
+    protocol: str = "IPv4"
+
+
+@dataclass(slots=True)
+class HealthCheck:
+    """Mesos's HealthCheck, run by the agent next to the task (agent/health.py). Only the
+    member `type` names is read: COMMAND `command`, HTTP `http`, TCP `tcp`. Defaults are Mesos's.
+    A task is killed once `consecutive_failures` checks in a row failed after the grace period
+    (0 kills on the first such failure, as in Mesos)."""
+    type: str                             # COMMAND, HTTP or TCP
+    command: Optional[CommandInfo] = None
+    http: Optional[HTTPCheckInfo] = None
+    tcp: Optional[TCPCheckInfo] = None
+    delay_seconds: float = 15.0
+    interval_seconds: float = 10.0
+    timeout_seconds: float = 20.0
+    consecutive_failures: int = 3
+    grace_period_seconds: float = 10.0
+
+
+@dataclass(slots=True)
 class TaskInfo:
     task_id: str
     name: str
@@ -120,6 +153,10 @@ class TaskInfo:
     kill_grace_seconds: Optional[float] = None
     max_completion_seconds: Optional[float] = None
     data: Optional[bytes] = None
+    # Fields travel by name and a missing one takes its default, so peers and checkpoints
+    # from before this field still decode: PROTOCOL_VERSION stays 1. Last: positional callers
+    # are unaffected.
+    health_check: Optional[HealthCheck] = None
 
 
 @dataclass(slots=True)

@@ -30,6 +30,8 @@ A launch builds the Mesos task as Marathon's TaskBuilder does: task id from the 
 `/product/web` -> `web.product`, `cmd` as a shell command or `args` as argv, `fetch` as the
 command's uris (Marathon's keys), DiscoveryInfo with the host ports (Mesos-DNS reads it), and the
 environment below. Resources come from the reserved part of the offer first, then unreserved.
+An app's Mesos health check (COMMAND, MESOS_HTTP/HTTPS/TCP) becomes the task's `health_check`,
+which the agent runs.
 
 Task environment, later layers winning (Marathon's order, so an app's `env` may override any):
   1. MARATHON_APP_ID, _VERSION, _DOCKER_IMAGE, _RESOURCE_CPUS/MEM/DISK/GPUS, MARATHON_APP_LABELS
@@ -351,7 +353,8 @@ class OfferMatcher:
             resources=consumed, command=self._command(template, effective),
             labels=dict(app.labels), discovery=_discovery(template, effective),
             kill_grace_seconds=(float(app.task_kill_grace_period_seconds)
-                                if app.task_kill_grace_period_seconds is not None else None))
+                                if app.task_kill_grace_period_seconds is not None else None),
+            health_check=_mesos_health_check(app, effective))
         instance = Instance.launched(
             app, instance_id=instance_id, agent_id=offer.agent_id, host=offer.hostname,
             host_ports=tuple(p for p in host_ports if p is not None), now=self._now,
@@ -381,6 +384,47 @@ class OfferMatcher:
                if port.declared and number is not None}
         env.update(port_env(effective, [p.name for p in template.ports], self._prefix))
         return env
+
+
+# Marathon's protocols that Mesos runs on the agent -> Mesos HealthCheck type (and HTTP scheme).
+_MESOS_CHECKS = {"COMMAND": ("COMMAND", ""), "MESOS_HTTP": ("HTTP", "http"),
+                 "MESOS_HTTPS": ("HTTP", "https"), "MESOS_TCP": ("TCP", "")}
+
+
+def _mesos_health_check(app: AppDefinition, effective: tuple[int | None, ...]
+                        ) -> proto.HealthCheck | None:
+    """The app's Mesos health check (validation allows at most one) as Marathon's
+    MesosHealthCheck.toMesos builds it: `port`, else the task's port at `portIndex`; every
+    interval passed through. `maxConsecutiveFailures` becomes `consecutive_failures` unchanged,
+    so 0 kills the task at its first failure after the grace period: Mesos's meaning, not
+    Marathon's "never kill" for its own checks. None without such a check, or when `portIndex`
+    names no port of this task (no target to check)."""
+    check = next((c for c in app.health_checks if c.get("protocol") in _MESOS_CHECKS), None)
+    if check is None:
+        return None
+    kind, scheme = _MESOS_CHECKS[check["protocol"]]
+    result = proto.HealthCheck(
+        type=kind, delay_seconds=float(check.get("delaySeconds", 15)),
+        interval_seconds=float(check.get("intervalSeconds", 60)),
+        timeout_seconds=float(check.get("timeoutSeconds", 20)),
+        consecutive_failures=int(check.get("maxConsecutiveFailures", 3)),
+        grace_period_seconds=float(check.get("gracePeriodSeconds", 300)))
+    if kind == "COMMAND":
+        result.command = proto.CommandInfo(value=check["command"]["value"])
+        return result
+    port = check.get("port")
+    if port is None:
+        index = check.get("portIndex", 0)
+        port = effective[index] if index < len(effective) else None
+    if not port:
+        return None
+    protocol = check.get("ipProtocol", "IPv4")
+    if kind == "HTTP":
+        result.http = proto.HTTPCheckInfo(port=port, path=check.get("path", "/"), scheme=scheme,
+                                          protocol=protocol)
+    else:
+        result.tcp = proto.TCPCheckInfo(port=port, protocol=protocol)
+    return result
 
 
 def _discovery(template: _Template, effective: tuple[int | None, ...]) -> dict[str, Any]:

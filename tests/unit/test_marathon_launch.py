@@ -374,6 +374,67 @@ def test_user_fetch_labels_and_kill_grace_reach_the_task():
     assert launch(make_app()).task.kill_grace_seconds is None
 
 
+# --------------------------------------------------------------------------- Mesos health checks
+
+
+def test_a_mesos_http_check_targets_the_tasks_port_at_its_index():
+    app = make_app(portDefinitions=[{"port": 0}, {"port": 0}], healthChecks=[
+        {"protocol": "HTTP", "path": "/marathon-side"},
+        {"protocol": "MESOS_HTTP", "path": "/health", "portIndex": 1, "gracePeriodSeconds": 5,
+         "intervalSeconds": 2, "timeoutSeconds": 1, "maxConsecutiveFailures": 4,
+         "delaySeconds": 0}])
+    check = launch(app).task.health_check
+    assert check == proto.HealthCheck(
+        type="HTTP", http=proto.HTTPCheckInfo(port=31001, path="/health", scheme="http"),
+        delay_seconds=0.0, interval_seconds=2.0, timeout_seconds=1.0, consecutive_failures=4,
+        grace_period_seconds=5.0)
+
+
+def test_marathons_defaults_reach_mesos():
+    check = launch(make_app(healthChecks=[{"protocol": "MESOS_TCP"}])).task.health_check
+    assert check == proto.HealthCheck(
+        type="TCP", tcp=proto.TCPCheckInfo(port=31000), delay_seconds=15.0,
+        interval_seconds=60.0, timeout_seconds=20.0, consecutive_failures=3,
+        grace_period_seconds=300.0)
+
+
+@pytest.mark.parametrize("check, expected", [
+    ({"protocol": "MESOS_HTTPS", "port": 8443, "ipProtocol": "IPv6"},
+     {"http": proto.HTTPCheckInfo(port=8443, path="/", scheme="https", protocol="IPv6")}),
+    ({"protocol": "COMMAND", "command": {"value": "test -f ok"}},
+     {"command": proto.CommandInfo(value="test -f ok")}),
+    # Mesos's meaning of 0, passed through: killed at the first failure after the grace period.
+    ({"protocol": "MESOS_TCP", "maxConsecutiveFailures": 0},
+     {"tcp": proto.TCPCheckInfo(port=31000), "consecutive_failures": 0}),
+])
+def test_mesos_check_kinds(check, expected):
+    result = launch(make_app(healthChecks=[check])).task.health_check
+    fields = {"command": result.command, "http": result.http, "tcp": result.tcp,
+              "consecutive_failures": result.consecutive_failures}
+    assert {k: fields[k] for k in expected} == expected
+    assert [k for k in ("command", "http", "tcp") if fields[k] is not None] == \
+        [k for k in expected if k != "consecutive_failures"]
+
+
+def test_bridge_networking_checks_the_host_port():
+    app = make_app(**bridge({"containerPort": 8080, "hostPort": 0}),
+                   healthChecks=[{"protocol": "MESOS_HTTP"}])
+    task = launch(app).task
+    assert task.health_check.http.port == task.resources.ports()[0][0]
+
+
+def test_marathon_side_checks_are_not_sent_to_mesos():
+    app = make_app(healthChecks=[{"protocol": "HTTP"}, {"protocol": "TCP"}])
+    assert launch(app).task.health_check is None
+    assert launch(make_app()).task.health_check is None
+
+
+def test_health_checks_survive_the_wire():
+    task = launch(make_app(healthChecks=[{"protocol": "MESOS_HTTP"}])).task
+    message = proto.RunTask(proto.FrameworkInfo(user="root", name="marathon", id="fw"), task)
+    assert proto.decode(proto.encode(message)).task.health_check == task.health_check
+
+
 def test_tasks_survive_the_wire():
     task = launch(make_app(portDefinitions=[{"port": 0, "name": "http"}])).task
     message = proto.RunTask(proto.FrameworkInfo(user="root", name="marathon", id="fw"), task)
