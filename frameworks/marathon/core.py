@@ -34,16 +34,19 @@ from meseta.frameworks.marathon.errors import app_locked, not_found, too_many_de
 from meseta.frameworks.marathon.group import (Group, find_app, put_app, stamp_versions,
                                               transitive_apps, validate_root)
 from meseta.frameworks.marathon.instances import GOAL_RUNNING, Instance, instance_id_of
+from meseta.frameworks.marathon.health import (Health, HealthTracker, Kill, health_status_changed,
+                                               instance_health_changed, marathon_checks)
 from meseta.frameworks.marathon.instructions import (DeclineOffer, DeleteDeployment, DeleteInstance,
                                                      Instruction, KillTask, LaunchTasks, Publish,
                                                      Reconcile, ReviveOffers, SaveDeployment,
                                                      SaveFrameworkId, SaveInstance, SaveRoot,
-                                                     SuppressOffers)
+                                                     SuppressOffers, UnwatchChecks, WatchChecks)
 from meseta.frameworks.marathon.launch import Launch, OfferMatcher
 from meseta.frameworks.marathon.pathid import PathId
 from meseta.frameworks.marathon.plan import DeploymentPlan, compute_plan, conflicting, revert
 from meseta.frameworks.marathon.ports import LOCAL_PORT_MAX, LOCAL_PORT_MIN, assign_service_ports
 from meseta.frameworks.marathon.queue import LaunchQueue
+from meseta.frameworks.marathon.readiness import ReadinessTracker
 from meseta.frameworks.marathon.snapshot import DeploymentResult, Snapshot
 from meseta.log import get_logger
 
@@ -90,6 +93,9 @@ class MarathonCore:
             plan.id: RunningDeployment(plan, started_at=0.0) for plan in state.deployments}
         self.queue = LaunchQueue()
         self.health: dict[str, tuple[dict[str, Any], ...]] = {}   # Marathon-level results
+        self.health_tracker = HealthTracker()
+        self._mesos_health: dict[str, Health] = {}   # from TaskStatus.healthy (agent-run checks)
+        self.readiness = ReadinessTracker()
         self.last_failures: dict[PathId, dict[str, Any]] = {}
         self.outbox: list[Instruction] = []
         self.rng = rng or random.Random()
@@ -131,7 +137,7 @@ class MarathonCore:
                 results = self.health.get(inst.instance_id)
                 if not results or not all(r.get("alive") for r in results):
                     return False
-        return True
+        return self.readiness.ready(inst, app)
 
     def snapshot(self, now: float) -> Snapshot:
         by_app = {app_id: tuple(i for i in insts.values() if i.active)
@@ -234,10 +240,81 @@ class MarathonCore:
                 self.publish(events.deployment_done(dep.plan, True, now))
 
     def resume(self, now: float) -> None:
-        """A new leader: run the stored deployments again from their first step."""
+        """A new leader: check the running instances again (health is not stored, as in
+        Marathon), and run the stored deployments again from their first step."""
         self._now = now
+        for inst in list(self.instances.values()):
+            self._watch(inst)
         self._advance(list(self.deployments), now)
         self._revive()
+
+    # -- health and readiness ------------------------------------------------------------------
+
+    def checked_app(self, inst: Instance) -> AppDefinition | None:
+        """The definition whose checks `inst` runs: the current one, or during a restart the
+        original one its (old) configuration came from."""
+        app = find_app(self.root, inst.app_id)
+        if app is not None and inst.runs_config(app):
+            return app
+        for dep in self.deployments.values():
+            old = find_app(dep.plan.original, inst.app_id)
+            if old is not None and inst.runs_config(old):
+                return old
+        return None
+
+    def health_result(self, instance_id: str, check_index: int, ok: bool | None, cause: str,
+                      now: float) -> None:
+        """A Marathon-level check's result (HTTP, HTTPS, TCP) from the checker."""
+        self._now = now
+        inst = self.instances.get(instance_id)
+        app = self.checked_app(inst) if inst is not None else None
+        if inst is None or app is None or check_index >= len(app.health_checks):
+            return
+        for decision in self.health_tracker.result(inst, app, check_index, ok, cause, now):
+            if isinstance(decision, Kill):
+                self.kill(inst, now)          # decommissioned: its replacement launches now
+                self.queue.failed(app, now)   # and it counts toward backoff, as in Marathon
+            else:
+                self.outbox.append(decision)
+        self._set_health(instance_id)
+        self.dirty.add(inst.app_id)
+
+    def _mesos_result(self, inst: Instance, healthy: bool, message: str, now: float) -> None:
+        """Health the agent reports (COMMAND, MESOS_*): Marathon's record and events, no kill
+        (the agent kills after the check's failures itself)."""
+        before = self._mesos_health.get(inst.instance_id, Health(inst.instance_id))
+        after = before.succeeded(now) if healthy else before.failed(now, message or "unhealthy")
+        self._mesos_health[inst.instance_id] = after
+        if after.alive != before.alive or before.last_success is before.last_failure is None:
+            self.publish(health_status_changed(inst, after.alive, now))
+            self.publish(instance_health_changed(inst, after.alive, now))
+        self._set_health(inst.instance_id)
+
+    def _set_health(self, instance_id: str) -> None:
+        """`healthCheckResults` of an instance: Marathon's own checks, then the agent's."""
+        mesos = self._mesos_health.get(instance_id)
+        results = self.health_tracker.results(instance_id) + ((mesos.to_json(),) if mesos else ())
+        if results:
+            self.health[instance_id] = results
+
+    def readiness_result(self, instance_id: str, response: dict[str, Any], now: float) -> None:
+        self._now = now
+        inst = self.instances.get(instance_id)
+        app = find_app(self.root, inst.app_id) if inst is not None else None
+        if inst is not None and app is not None and self.readiness.result(inst, app, response):
+            self.dirty.add(inst.app_id)
+
+    def _watch(self, inst: Instance) -> None:
+        app = self.checked_app(inst) if inst.running else None
+        if app is not None and (marathon_checks(app) or app.readiness_checks):
+            self.emit(WatchChecks(inst, app))
+
+    def _unwatch(self, inst: Instance) -> None:
+        self.health.pop(inst.instance_id, None)
+        self._mesos_health.pop(inst.instance_id, None)
+        self.health_tracker.forget(inst.instance_id)
+        self.readiness.forget(inst.instance_id)
+        self.emit(UnwatchChecks(inst.instance_id))
 
     def _with_service_ports(self, target: Group) -> Group:
         def ports(root: Group) -> dict[str, tuple[int, ...]]:
@@ -347,11 +424,18 @@ class MarathonCore:
                             healthy=status.healthy, ip_address=status.container_ip)
         self.publish(events.status_update(inst, now))
         self.publish(events.instance_changed(inst, now))
+        was_running = self.instances[inst.instance_id].running
+        if status.healthy is not None and not inst.terminal:
+            self._mesos_result(inst, status.healthy, status.message, now)
         if inst.terminal:
             self._ended(inst, status, now)
         else:
             self._index(inst)
             self.emit(SaveInstance(inst))
+            if inst.running and not was_running:
+                self._watch(inst)
+            elif was_running and not inst.running:
+                self._unwatch(inst)           # unreachable or being killed: no checks
         self.dirty.add(inst.app_id)
 
     def flush(self, now: float) -> None:
@@ -510,7 +594,7 @@ class MarathonCore:
     def _forget(self, inst: Instance) -> None:
         if self.instances.pop(inst.instance_id, None) is not None:
             self.emit(DeleteInstance(inst.instance_id))
-        self.health.pop(inst.instance_id, None)
+        self._unwatch(inst)
         app = self._by_app.get(inst.app_id)
         if app is not None:
             app.pop(inst.instance_id, None)

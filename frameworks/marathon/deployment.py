@@ -64,7 +64,7 @@ class RunningDeployment:
         return None
 
     def view(self, core: MarathonCore) -> DeploymentView:
-        actions = tuple(CurrentAction(a.action, a.app_id,
+        actions = tuple(CurrentAction(a.action, a.app_id, _readiness(a, core),
                                       waiting="" if a.app_id in self.done else _describe(a, core))
                         for a in self.current_actions())
         return DeploymentView(self.plan, min(self.step + 1, len(self.plan.steps)), actions)
@@ -144,6 +144,11 @@ def _restart(app: AppDefinition, core: MarathonCore, now: float) -> bool:
         for inst in _kill_order(old, app, core, kill):
             core.kill(inst, now)
     return False
+
+
+def _readiness(action: Action, core: MarathonCore) -> tuple[dict, ...]:
+    return tuple(r for i in core.app_instances(action.app_id)
+                 for r in core.readiness.results(i.instance_id))
 
 
 def _describe(action: Action, core: MarathonCore) -> str:

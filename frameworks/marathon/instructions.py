@@ -8,12 +8,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meseta import proto
+from meseta.frameworks.marathon.app import AppDefinition
 from meseta.frameworks.marathon.group import Group
 from meseta.frameworks.marathon.instances import Instance
 
 __all__ = ["Instruction", "LaunchTasks", "DeclineOffer", "KillTask", "ReviveOffers",
            "SuppressOffers", "Reconcile", "SaveRoot", "SaveInstance", "DeleteInstance",
-           "SaveDeployment", "DeleteDeployment", "SaveFrameworkId", "Publish"]
+           "SaveDeployment", "DeleteDeployment", "SaveFrameworkId", "Publish", "WatchChecks",
+           "UnwatchChecks"]
 
 
 class Instruction:
@@ -89,3 +91,15 @@ class SaveFrameworkId(Instruction):
 class Publish(Instruction):
     """A Marathon event (reference §6): `event["eventType"]` names it."""
     event: dict[str, Any] = field(hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class WatchChecks(Instruction):
+    """Run the app's Marathon-level health checks and its readiness check on the instance."""
+    instance: Instance
+    app: AppDefinition
+
+
+@dataclass(frozen=True, slots=True)
+class UnwatchChecks(Instruction):
+    instance_id: str

@@ -25,6 +25,7 @@ from typing import Any, Callable
 from meseta import proto
 from meseta.clock import Clock
 from meseta.frameworks.marathon.app import AppDefinition
+from meseta.frameworks.marathon.checker import HealthChecker
 from meseta.frameworks.marathon.core import CoreConfig, MarathonCore, StoredState
 from meseta.frameworks.marathon.errors import ApiError
 from meseta.frameworks.marathon.eventbus import EventBus
@@ -34,7 +35,7 @@ from meseta.frameworks.marathon.instructions import (DeclineOffer, DeleteDeploym
                                                      Instruction, KillTask, LaunchTasks, Publish,
                                                      Reconcile, ReviveOffers, SaveDeployment,
                                                      SaveFrameworkId, SaveInstance, SaveRoot,
-                                                     SuppressOffers)
+                                                     SuppressOffers, UnwatchChecks, WatchChecks)
 from meseta.frameworks.marathon.pathid import PathId
 from meseta.frameworks.marathon.plan import DeploymentPlan
 from meseta.frameworks.marathon.snapshot import DeploymentResult, Snapshot
@@ -80,6 +81,7 @@ class MarathonService:
         self.loop = EventLoop(self.clock, "marathon")
         self.core: MarathonCore | None = None
         self.driver: SchedulerDriver | None = None
+        self.checker: HealthChecker | None = None       # runs while leading
         self.master_url = ""
         self.listeners: list[Callable[[dict[str, Any]], None]] = []   # the event bus
         self.events = events if events is not None else EventBus(clock=self.clock)
@@ -124,6 +126,7 @@ class MarathonService:
             failover_timeout=FAILOVER_TIMEOUT, checkpoint=True, roles=[self.config.mesos_role],
             hostname=self.config.host_port.rsplit(":", 1)[0],
             webui_url=f"http://{self.config.host_port}", capabilities=["MULTI_ROLE"])
+        self.checker = HealthChecker(self._on_health, self._on_ready)
         self.driver = SchedulerDriver(_Adapter(self), framework, self.config.master,
                                       implicit_acknowledgements=False, clock=self.clock)
         self.driver.start()
@@ -135,6 +138,9 @@ class MarathonService:
         log.warning("no longer leader", reason=why)
         self.events.close_all()              # a former leader's event streams end
         driver, self.driver, self.core = self.driver, None, None
+        checker, self.checker = self.checker, None
+        if checker is not None:
+            checker.stop()
         if driver is not None:
             driver.stop(failover=True)       # the tasks stay; the next leader takes them over
 
@@ -172,6 +178,15 @@ class MarathonService:
         self._run(lambda core: core.status_update(status, self.clock.time()))
         if self.driver is not None and status.uuid is not None:
             self.driver.acknowledge_status_update(status)   # after it is stored
+
+    def _on_health(self, instance_id: str, index: int, ok: bool | None, cause: str,
+                   at: float) -> None:       # on a checker thread
+        self.loop.call_soon_threadsafe(lambda: self.core is not None and self._run(
+            lambda core: core.health_result(instance_id, index, ok, cause, at)))
+
+    def _on_ready(self, instance_id: str, response: dict) -> None:   # on a checker thread
+        self.loop.call_soon_threadsafe(lambda: self.core is not None and self._run(
+            lambda core: core.readiness_result(instance_id, response, self.clock.time())))
 
     def _tick(self) -> None:
         if self.core is not None:
@@ -221,6 +236,12 @@ class MarathonService:
             elif isinstance(ins, Publish):
                 for listener in list(self.listeners):
                     listener(ins.event)
+            elif isinstance(ins, WatchChecks):
+                if self.checker is not None:
+                    self.checker.watch(ins.instance, ins.app)
+            elif isinstance(ins, UnwatchChecks):
+                if self.checker is not None:
+                    self.checker.unwatch(ins.instance_id)
             elif driver is None:
                 continue
             elif isinstance(ins, LaunchTasks):

@@ -418,3 +418,70 @@ def test_terminal_update_of_an_unknown_task_is_an_event():
     [event] = [e for e in h.events if e["eventType"] == "unknown_instance_terminated_event"]
     assert event["instanceId"] == "web.instance-gone" and event["runSpecId"] == "/web"
     assert event["condition"] == "Killed" and not h.kills
+
+
+def watched(h):
+    return [i for i in h.drain() if type(i).__name__ == "WatchChecks"]
+
+
+def test_marathon_checks_gate_the_deployment_and_kill_after_failures():
+    h = Harness()
+    check = {"protocol": "HTTP", "path": "/", "portIndex": 0, "gracePeriodSeconds": 0,
+             "maxConsecutiveFailures": 2}
+    h.put(app(1, healthChecks=[check], portDefinitions=[{"port": 0}]))
+    [task] = h.offers()
+    h.core.status_update(proto.TaskStatus(task.task_id, proto.TASK_RUNNING), now=h.now)
+    [watch] = watched(h)
+    assert watch.instance.task_id == task.task_id
+    h.core.flush(h.now)
+    h.drain()
+    assert h.core.deployments, "running is not enough: the check has not passed"
+    iid = watch.instance.instance_id
+    h.core.health_result(iid, 0, True, "", h.now)
+    h.core.flush(h.now)
+    h.drain()
+    assert not h.core.deployments
+    assert h.core.snapshot(h.now).health[iid][0]["alive"] is True
+    for _ in range(2):
+        h.tick(1)
+        h.core.health_result(iid, 0, False, "503", h.now)
+    h.drain()
+    assert h.kills == [task.task_id]
+    assert "unhealthy_instance_kill_event" in h.event_types()
+
+
+def test_mesos_health_from_status_updates_is_recorded():
+    h = Harness()
+    h.put(app(1, healthChecks=[{"protocol": "MESOS_TCP", "portIndex": 0}],
+              portDefinitions=[{"port": 0}]))
+    [task] = h.offers()
+    h.status(task.task_id, proto.TASK_RUNNING)
+    assert h.core.deployments
+    h.status(task.task_id, proto.TASK_RUNNING, healthy=True)
+    assert not h.core.deployments
+    [inst] = h.active()
+    [record] = h.core.snapshot(h.now).health[inst.instance_id]
+    assert record["alive"] is True and record["instanceId"] == inst.instance_id
+    h.status(task.task_id, proto.TASK_RUNNING, healthy=False)
+    [record] = h.core.snapshot(h.now).health[inst.instance_id]
+    assert record["alive"] is False
+    flips = [e["alive"] for e in h.events if e["eventType"] == "health_status_changed_event"]
+    assert flips == [True, False]
+
+
+def test_readiness_holds_the_deployment_until_ready():
+    h = Harness()
+    h.put(app(1, portDefinitions=[{"port": 0, "name": "http"}],
+              readinessChecks=[{"portName": "http", "path": "/ready"}]))
+    [task] = h.offers()
+    h.core.status_update(proto.TaskStatus(task.task_id, proto.TASK_RUNNING), now=h.now)
+    [watch] = watched(h)
+    iid = watch.instance.instance_id
+    h.core.readiness_result(iid, {"status": 503, "contentType": "text/plain", "body": "no"}, h.now)
+    h.core.flush(h.now)
+    h.drain()
+    assert h.core.deployments
+    h.core.readiness_result(iid, {"status": 200, "contentType": "text/plain", "body": "ok"}, h.now)
+    h.core.flush(h.now)
+    h.drain()
+    assert not h.core.deployments
