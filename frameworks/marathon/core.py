@@ -361,12 +361,20 @@ class MarathonCore:
                 for launch in launches:
                     self._launched(launch, now)
             else:
-                idle = not demand
-                self.emit(DeclineOffer(offer.id, self.config.idle_decline_seconds if idle
-                                       else self.config.decline_seconds))
+                self.emit(DeclineOffer(offer.id, self._refuse_seconds(demand, now)))
         if not demand and not self._suppressed:
             self._suppressed = True
             self.emit(SuppressOffers())
+
+    def _refuse_seconds(self, demand: dict[PathId, int], now: float) -> float:
+        """How long the master should keep a declined offer away: long when nothing is wanted
+        (offers are suppressed then too), short when something is, and no longer than until
+        the first launch delay ends, so a backed-off app launches when its delay is over."""
+        if not demand:
+            return self.config.idle_decline_seconds
+        delays = [self.queue.delay_left(app_id, now) for app_id in demand]
+        waiting = [d for d in delays if d > 0]
+        return max(0.1, min([self.config.decline_seconds, *waiting]))
 
     def _fill(self, offer: proto.Offer, apps: list[AppDefinition], ready: dict[PathId, int],
               now: float) -> list[Launch]:

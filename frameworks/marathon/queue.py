@@ -64,6 +64,10 @@ class LaunchQueue:
         b = self._backoff.get(app_id)
         return b is not None and b.until > now
 
+    def delay_left(self, app_id: PathId, now: float) -> float:
+        b = self._backoff.get(app_id)
+        return max(0.0, b.until - now) if b is not None else 0.0
+
     def reset_delay(self, app_id: PathId) -> None:
         self._backoff.pop(app_id, None)
 
@@ -109,8 +113,7 @@ class LaunchQueue:
     def entries(self, demand: dict[PathId, int], now: float) -> dict[PathId, QueueEntry]:
         self._track(demand, now)
         return {app_id: QueueEntry(app_id, count, self._since[app_id],
-                                   LaunchDelay(max(0.0, self._backoff[app_id].until - now)
-                                               if app_id in self._backoff else 0.0),
+                                   LaunchDelay(self.delay_left(app_id, now)),
                                    offers=self._summary(app_id))
                 for app_id, count in demand.items()}
 
