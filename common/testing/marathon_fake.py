@@ -44,12 +44,14 @@ class FakeService:
         self.clock = NOW
         self.leading, self.leader_address = True, "m1:8080"
         self.calls: list[tuple[Any, ...]] = []
+        self.announced: list[dict[str, Any]] = []     # events `deploy(announce=)` published
 
     def snapshot(self) -> Snapshot:
         return Snapshot(self.root, dict(self.instances), tuple(self.views), dict(self.queue),
                         dict(self.failures), dict(self.health), "fw-1", self.clock)
 
-    def deploy(self, change: Callable[[Group], Group], *, force: bool = False, dry_run: bool = False):
+    def deploy(self, change: Callable[[Group], Group], *, force: bool = False, dry_run: bool = False,
+               announce: Callable[[Group, float], list[dict[str, Any]]] | None = None):
         target = change(self.root)
         validate_root(target)
         self.clock += 1
@@ -63,6 +65,8 @@ class FakeService:
         self.views = [v for v in self.views if v.plan not in locked]
         self.root = target
         self.roots.append(target)
+        if announce is not None:
+            self.announced.extend(announce(target, self.clock))
         if plan.steps:
             actions = tuple(CurrentAction(a.action, a.app_id, waiting=f"0 of 1 running for {a.app_id}")
                             for a in plan.steps[0].actions)

@@ -15,9 +15,11 @@ import os
 import socket
 from typing import Any
 
+from meseta.bus import Publisher
 from meseta.clock import Clock
 from meseta.config import Flag, bool_flag, duration_flag, parse_duration, parse_port
 from meseta.frameworks.marathon.core import CoreConfig
+from meseta.frameworks.marathon.eventbus import EventBus
 from meseta.frameworks.marathon.service import MarathonService, ServiceConfig
 from meseta.http import HttpServer
 from meseta.log import get_logger
@@ -54,6 +56,10 @@ MARATHON_FLAGS = (
     bool_flag("deployment_deadline_rollback", False,
               "Roll back a deployment that missed its deadline."),
     Flag("http_threads", 64, "HTTP server threads (event streams hold one each).", int),
+    Flag("event_stream_max_outstanding_messages", 1024,
+         "Events queued for one /v2/events client; a client further behind is disconnected.", int),
+    Flag("events_port", 0, "ZeroMQ PUB port of the event bus, on --http_address (0: a free "
+                           "port; the endpoint is logged and shown in /v2/info).", parse_port),
     Flag("log_level", "info", "debug, info, warning or error."),
     Flag("log_format", "auto", "json, text, or auto (text on a terminal)."),
 )
@@ -66,6 +72,7 @@ class MarathonDaemon:
         self.metrics = Registry("meseta_marathon")
         self.service: MarathonService | None = None
         self.http: HttpServer | None = None
+        self.publisher: Publisher | None = None
 
     def start(self) -> None:
         from meseta.frameworks.marathon.api import create_app
@@ -87,7 +94,8 @@ class MarathonDaemon:
                             deployment_deadline=cfg.deployment_deadline,
                             deployment_deadline_rollback=cfg.deployment_deadline_rollback))
         store, election = self._state(service_config)
-        self.service = MarathonService(service_config, store, election, self.clock)
+        self.service = MarathonService(service_config, store, election, self.clock,
+                                       self._event_bus(hostname))
         self._export_metrics()
         app_holder.append(create_app(self.service, registry=self.metrics,
                                      address=service_config.host_port))
@@ -95,6 +103,15 @@ class MarathonDaemon:
         self.http.start_prepared()
         log.info("marathon started", http=f"http://{service_config.host_port}",
                  master=cfg.master, zk=cfg.zk or "standalone", pid=os.getpid())
+
+    def _event_bus(self, hostname: str) -> EventBus:
+        cfg = self.config
+        publisher = Publisher(f"tcp://{cfg.http_address or '*'}:{cfg.events_port or '*'}")
+        # followers connect to the advertised host, not to a wildcard bind address
+        publisher.endpoint = publisher.endpoint.replace("0.0.0.0", hostname, 1)
+        log.info("event bus", zeromq=publisher.endpoint)
+        self.publisher = publisher
+        return EventBus(cfg.event_stream_max_outstanding_messages, publisher, self.clock)
 
     def _state(self, service_config: ServiceConfig) -> tuple[Any, Any]:
         from meseta.frameworks.marathon.election import StandaloneElection, ZkElection
@@ -130,10 +147,14 @@ class MarathonDaemon:
 
     def stop(self) -> None:
         log.info("marathon stopping")
+        if self.service is not None:
+            self.service.events.close_all()     # event streams would hold HTTP threads
         if self.http is not None:
             self.http.stop()
         if self.service is not None:
             self.service.stop()
+        if self.publisher is not None:
+            self.publisher.close()
 
     @property
     def url(self) -> str:

@@ -1,8 +1,10 @@
 """Marathon's events (reference marathon.md §6): the JSON of each type, built from the model.
 
 Every event carries `eventType` and `timestamp`; deployment events carry the light plan
-(`plan-format=light`, as Marathon 1.8+ always sends). The core publishes them through
-`instructions.Publish`; the event bus (SSE and ZeroMQ) sends them on.
+(`plan-format=light`, as Marathon 1.8+ always sends), except that `original` and `target` stay
+as the root group's id and version only: marathon-python 0.13 builds every plan from both and
+its `event_stream()` fails on a plan without them. The core publishes events through
+`instructions.Publish`; the event bus (`eventbus.py`: SSE and ZeroMQ) sends them on.
 """
 
 from __future__ import annotations
@@ -47,19 +49,19 @@ def group_change_failed(group_id: str, version: str, reason: str, now: float) ->
 
 def deployment_info(plan: Any, step: int, now: float) -> dict[str, Any]:
     """`step` is 0-based here; `currentStep` is the step's JSON."""
-    return event("deployment_info", now, plan=plan.to_json(),
+    return event("deployment_info", now, plan=_plan(plan),
                  currentStep=plan.steps[step].to_json() if plan.steps else {"actions": []})
 
 
 def deployment_step(plan: Any, step: int, ok: bool, now: float) -> dict[str, Any]:
     kind = "deployment_step_success" if ok else "deployment_step_failure"
-    return event(kind, now, plan=plan.to_json(), currentStep=plan.steps[step].to_json())
+    return event(kind, now, plan=_plan(plan), currentStep=plan.steps[step].to_json())
 
 
 def deployment_done(plan: Any, ok: bool, now: float, reason: str = "") -> dict[str, Any]:
     if ok:
-        return event("deployment_success", now, id=plan.id, plan=plan.to_json())
-    return event("deployment_failed", now, id=plan.id, plan=plan.to_json(), reason=reason)
+        return event("deployment_success", now, id=plan.id, plan=_plan(plan))
+    return event("deployment_failed", now, id=plan.id, plan=_plan(plan), reason=reason)
 
 
 def app_terminated(app_id: str, now: float) -> dict[str, Any]:
@@ -100,6 +102,16 @@ def unknown_instance_terminated(status: Any, now: float) -> dict[str, Any]:
 
 def api_post(client_ip: str, uri: str, app_json: dict[str, Any], now: float) -> dict[str, Any]:
     return event("api_post_event", now, clientIp=client_ip, uri=uri, appDefinition=app_json)
+
+
+def _plan(plan: Any) -> dict[str, Any]:
+    light = plan.to_json()
+    return {"id": light["id"], "original": _root(plan.original), "target": _root(plan.target),
+            "steps": light["steps"], "version": light["version"]}
+
+
+def _root(group: Any) -> dict[str, Any]:
+    return {"id": str(group.id), "version": group.version}
 
 
 def _ip_addresses(inst: Instance) -> list[dict[str, str]]:

@@ -10,6 +10,7 @@
 | `tasks.py` | `/v2/tasks`, `/v2/tasks/delete` (and the app task views) |
 | `deployments.py` | `/v2/deployments[/{id}]`, `/v2/queue`, `/v2/queue/{id}/delay` |
 | `misc.py` | `/v2/info`, `/v2/leader`, `/ping`, `/health`, `/metrics[/prometheus]`, `/` |
+| `events.py` | `/v2/events` (Server-Sent Events from the service's `events` bus) |
 | `render.py` | AppInfo, GroupInfo, task, deployment and queue JSON from a `Snapshot`; embeds |
 | `selectors.py` | `?cmd=&id=&label=` of `GET /v2/apps` |
 | `proxy.py` | a standby forwards to the leader |
@@ -34,7 +35,7 @@ from meseta.frameworks.marathon.schema import ValidationError
 from meseta.http import MAX_BODY_BYTES, base_app, json_response
 from meseta.log import get_logger
 from meseta.metrics import Registry
-from meseta.frameworks.marathon.api import apps, deployments, groups, misc, proxy, tasks
+from meseta.frameworks.marathon.api import apps, deployments, events, groups, misc, proxy, tasks
 from meseta.frameworks.marathon.api.common import EXTENSION, MarathonService
 
 __all__ = ["create_app", "MarathonService"]
@@ -63,7 +64,7 @@ def create_app(service: MarathonService, *, registry: Registry | None = None,
     app.extensions[misc.REGISTRY] = registry
     misc.install_request_metrics(app, registry)
     proxy.install(app, service, address)
-    for module in (apps, groups, tasks, deployments, misc):
+    for module in (apps, groups, tasks, deployments, misc, events):
         app.register_blueprint(module.blueprint)
     _install_errors(app)
     _install_headers(app, service)

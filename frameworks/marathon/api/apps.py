@@ -27,6 +27,7 @@ from meseta.frameworks.marathon.schema import ValidationError, json_type, prefix
 from meseta.frameworks.marathon.api import tasks
 from meseta.frameworks.marathon.api.common import (deployed, flag, json_array, json_object,
                                                    json_response, path_id, service)
+from meseta.frameworks.marathon.api.events import api_posted
 from meseta.frameworks.marathon.api.render import (LIST_ALWAYS, SHOW_ALWAYS, app_embeds,
                                                    app_info, created_app_info)
 from meseta.frameworks.marathon.api.selectors import app_filter
@@ -115,6 +116,10 @@ class _Batch:
             root = put_app(root, app)
         return root
 
+    def posted(self) -> Callable[[Group, float], list[dict[str, Any]]]:
+        """The `api_post_event`s of this write, one per app."""
+        return api_posted(app_id for app_id, _ in self.items)
+
 
 def _batch(*, partial: bool, create: bool) -> _Batch:
     items = []
@@ -147,7 +152,7 @@ def create() -> Response:
             raise conflict(f"A group with id [{app.id}] already exists.")
         return put_app(root, app)
 
-    result = service().deploy(change, force=flag("force"))
+    result = service().deploy(change, force=flag("force"), announce=api_posted([app.id]))
     stored = find_app(service().snapshot().root, app.id) or app
     return deployed(result, 201, {"Location": f"/v2/apps{app.id}"},
                     body=created_app_info(stored, result.deployment_id))
@@ -156,13 +161,13 @@ def create() -> Response:
 @blueprint.put("/v2/apps", strict_slashes=False)
 def update_many() -> Response:
     change = _batch(partial=flag("partialUpdate", True), create=True)
-    return deployed(service().deploy(change, force=flag("force")))
+    return deployed(service().deploy(change, force=flag("force"), announce=change.posted()))
 
 
 @blueprint.patch("/v2/apps", strict_slashes=False)
 def patch_many() -> Response:
     change = _batch(partial=True, create=False)
-    return deployed(service().deploy(change, force=flag("force")))
+    return deployed(service().deploy(change, force=flag("force"), announce=change.posted()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,7 +210,7 @@ def _group_apps(group_id: PathId, _: str | None) -> Response:
 def _put(app_id: PathId, _: str | None) -> Response:
     change = _Batch([(app_id, json_object())], partial=flag("partialUpdate", True), create=True,
                     array=False)
-    result = service().deploy(change, force=flag("force"))
+    result = service().deploy(change, force=flag("force"), announce=change.posted())
     if app_id in change.created:
         return deployed(result, 201, {"Location": f"/v2/apps{app_id}"})
     return deployed(result)
@@ -213,7 +218,7 @@ def _put(app_id: PathId, _: str | None) -> Response:
 
 def _patch(app_id: PathId, _: str | None) -> Response:
     change = _Batch([(app_id, json_object())], partial=True, create=False, array=False)
-    return deployed(service().deploy(change, force=flag("force")))
+    return deployed(service().deploy(change, force=flag("force"), announce=change.posted()))
 
 
 def _delete(app_id: PathId, _: str | None) -> Response:

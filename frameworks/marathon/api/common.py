@@ -33,11 +33,16 @@ class MarathonService(Protocol):
     """The facade the HTTP layer calls; thread-safe, each call runs on the service's thread.
 
     Calls raise `errors.ApiError`, `schema.ValidationError` or `group.UnknownId`. `change`
-    functions given to `deploy` run on that thread too: they must not call the service."""
+    functions given to `deploy` run on that thread too: they must not call the service.
+    `events` is its `eventbus.EventBus` (what `/v2/events` streams)."""
+
+    events: Any
 
     def snapshot(self) -> Snapshot: ...
     def deploy(self, change: Callable[[Group], Group], *, force: bool = False,
-               dry_run: bool = False) -> Any: ...   # DeploymentResult | plan.DeploymentPlan
+               dry_run: bool = False,
+               announce: Callable[[Group, float], list[dict[str, Any]]] | None = None
+               ) -> Any: ...   # DeploymentResult | plan.DeploymentPlan
     def rollback_deployment(self, deployment_id: str, *,
                             force: bool) -> DeploymentResult | None: ...
     def kill_tasks(self, task_ids: list[str], *, scale: bool, wipe: bool,
