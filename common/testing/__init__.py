@@ -9,6 +9,7 @@ a harness that drives the master core with no sockets, and real-process clusters
 """
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 from typing import Any, Iterable
 
@@ -17,7 +18,21 @@ from meseta.clock import FakeClock
 from meseta.resources import Resources
 
 __all__ = ["FakeClock", "MasterHarness", "make_agent_info", "make_framework_info", "make_task",
-           "master_config"]
+           "master_config", "wait_until"]
+
+
+def wait_until(predicate: Any, what: str = "condition", timeout: float = 30.0,
+               interval: float = 0.05) -> Any:
+    """Poll `predicate` until it returns something truthy, and return that; AssertionError
+    naming `what` after `timeout` seconds. For tests against real processes and threads."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
 
 
 def make_agent_info(cpus: float = 4, mem: float = 1024, disk: float = 10000,

@@ -14,6 +14,7 @@ from marathon.models import MarathonApp, MarathonHealthCheck
 from marathon.models.container import MarathonContainer
 
 from meseta.embedded import Cluster, ClusterSpec
+from meseta.testing import wait_until
 
 # marathon-python 0.13 still says `collections.Iterable`, gone since Python 3.10.
 collections.Iterable = collections.abc.Iterable  # type: ignore[attr-defined]
@@ -33,17 +34,9 @@ def client(tmp_path_factory):
         cluster.stop()
 
 
-def wait(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 def deployed(client, app_id):
-    wait(lambda: not client.get_app(app_id, embed_tasks=True).deployments, what=f"{app_id} deployed")
+    wait_until(lambda: not client.get_app(app_id, embed_tasks=True).deployments, what=f"{app_id} deployed")
 
 
 def test_info_ping_leader_metrics(client):
@@ -70,7 +63,7 @@ def test_trivial_app_lifecycle(client):
     assert client.get_app("/test-trivial-app").instances == 4
     killed = client.kill_given_tasks([t.id for t in tasks[1:3]])
     assert killed is True or killed
-    wait(lambda: len(client.list_tasks("/test-trivial-app")) == 4
+    wait_until(lambda: len(client.list_tasks("/test-trivial-app")) == 4
          and tasks[1].id not in {t.id for t in client.list_tasks("/test-trivial-app")},
          what="killed tasks replaced")
 
@@ -85,7 +78,7 @@ def test_trivial_app_lifecycle(client):
     assert "deploymentId" in result
     deployed(client, "/test-trivial-app")
     client.delete_app("/test-trivial-app", force=True)
-    wait(lambda: not client.list_deployments(), what="delete")
+    wait_until(lambda: not client.list_deployments(), what="delete")
     with pytest.raises(NotFoundError):
         client.get_app("/test-trivial-app")
 
@@ -107,25 +100,25 @@ def test_complex_app_is_accepted_and_waits_for_docker(client):
     got = client.get_app("/test-complex-app")
     assert got.container.docker.image == "localhost/fake_docker_url"
     assert got.fetch[0]["uri"] == "http://127.0.0.1/nothing.tgz"
-    wait(lambda: any(q.app.id == "/test-complex-app" for q in client.list_queue()), what="queue")
+    wait_until(lambda: any(q.app.id == "/test-complex-app" for q in client.list_queue()), what="queue")
     [item] = [q for q in client.list_queue() if q.app.id == "/test-complex-app"]
     assert item.count == 1
     client.delete_app("/test-complex-app", force=True)
-    wait(lambda: not client.list_deployments(), what="delete")
+    wait_until(lambda: not client.list_deployments(), what="delete")
 
 
 def test_groups(client):
     client.create_group(__import__("marathon.models.group", fromlist=["MarathonGroup"]).MarathonGroup(
         id="/shop", apps=[MarathonApp(id="db", cmd="sleep 3600", cpus=0.1, mem=16)]))
-    wait(lambda: not client.list_deployments(), what="group deployed")
+    wait_until(lambda: not client.list_deployments(), what="group deployed")
     group = client.get_group("/shop")
     assert [a.id for a in group.apps] == ["/shop/db"]
     assert [g.id for g in client.list_groups()] == ["/shop"]
     client.scale_group("/shop", 2)
-    wait(lambda: not client.list_deployments(), what="scaled")
+    wait_until(lambda: not client.list_deployments(), what="scaled")
     assert client.get_app("/shop/db").instances == 2
     with pytest.raises(MarathonHttpError):
         client.create_app("shop", MarathonApp(cmd="sleep 1"))   # a group has that id
     client.delete_group("/shop", force=True)
-    wait(lambda: not client.list_deployments(), what="group deleted")
+    wait_until(lambda: not client.list_deployments(), what="group deleted")
     assert client.list_groups() == []

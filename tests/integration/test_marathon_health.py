@@ -10,6 +10,7 @@ import urllib.request
 import pytest
 
 from meseta.embedded import Cluster, ClusterSpec
+from meseta.testing import wait_until
 from meseta.testing.marathon import MarathonApi
 from meseta.testing.processes import get_json
 
@@ -32,15 +33,6 @@ def api(tmp_path):
     finally:
         cluster.stop()
 
-
-def wait(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def poke(task: dict, path: str) -> None:
@@ -66,8 +58,8 @@ def test_unhealthy_instance_is_killed_after_max_failures_and_replaced(api):
 
     victim = tasks[0]
     poke(victim, "/sick")
-    wait(lambda: victim["id"] not in {t["id"] for t in api.tasks("/probe")}, what="the kill")
-    replaced = wait(lambda: [t for t in api.tasks("/probe") if healthy(t)]
+    wait_until(lambda: victim["id"] not in {t["id"] for t in api.tasks("/probe")}, what="the kill")
+    replaced = wait_until(lambda: [t for t in api.tasks("/probe") if healthy(t)]
                     if len(api.tasks("/probe")) == 2 and all(healthy(t) for t in api.tasks("/probe"))
                     else None, what="a healthy replacement")
     assert victim["id"] not in {t["id"] for t in replaced}
@@ -82,9 +74,9 @@ def test_readiness_holds_the_deployment_until_ready(api):
                              "intervalSeconds": 2, "timeoutSeconds": 1,
                              "preserveLastResponse": True}]})
     assert status == 201, body
-    [task] = wait(lambda: [t for t in api.tasks("/slow") if t["state"] == "TASK_RUNNING"],
+    [task] = wait_until(lambda: [t for t in api.tasks("/slow") if t["state"] == "TASK_RUNNING"],
                   what="running")
-    result = wait(lambda: [r for d in api.get("/v2/deployments") for a in d["currentActions"]
+    result = wait_until(lambda: [r for d in api.get("/v2/deployments") for a in d["currentActions"]
                            for r in a.get("readinessCheckResults", [])], what="a readiness result")
     assert result[0]["ready"] is False and result[0]["lastResponse"]["status"] == 503
     time.sleep(2)
@@ -98,7 +90,7 @@ def test_crash_looping_app_backs_off(api):
         "id": "/crash", "cmd": "exit 1", "instances": 1, "cpus": 0.1, "mem": 16,
         "backoffSeconds": 1, "backoffFactor": 2, "maxLaunchDelaySeconds": 4})
     assert status == 201, body
-    delayed = wait(lambda: [q for q in api.get("/v2/queue")["queue"]
+    delayed = wait_until(lambda: [q for q in api.get("/v2/queue")["queue"]
                             if q["app"]["id"] == "/crash" and not q["delay"]["overdue"]],
                    what="a launch delay")
     assert delayed[0]["delay"]["timeLeftSeconds"] >= 1
