@@ -40,6 +40,7 @@ class FakeService:
         self.views: list[DeploymentView] = []
         self.queue: dict[PathId, QueueEntry] = {}
         self.failures: dict[PathId, dict[str, Any]] = {}
+        self.deadlines: list[tuple[float | None, bool | None]] = []   # options of each deploy
         self.health: dict[str, tuple[dict[str, Any], ...]] = {}
         self.clock = NOW
         self.leading, self.leader_address = True, "m1:8080"
@@ -51,7 +52,9 @@ class FakeService:
                         dict(self.failures), dict(self.health), "fw-1", self.clock)
 
     def deploy(self, change: Callable[[Group], Group], *, force: bool = False, dry_run: bool = False,
-               announce: Callable[[Group, float], list[dict[str, Any]]] | None = None):
+               announce: Callable[[Group, float], list[dict[str, Any]]] | None = None,
+               deadline: float | None = None, rollback_on_deadline: bool | None = None):
+        self.deadlines.append((deadline, rollback_on_deadline))
         target = change(self.root)
         validate_root(target)
         self.clock += 1

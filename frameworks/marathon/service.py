@@ -275,13 +275,15 @@ class MarathonService:
         return self._call(lambda core: core.snapshot(self.clock.time()))
 
     def deploy(self, change: Callable[[Group], Group], *, force: bool = False,
-               dry_run: bool = False, announce: Announce | None = None
+               dry_run: bool = False, announce: Announce | None = None,
+               deadline: float | None = None, rollback_on_deadline: bool | None = None
                ) -> DeploymentResult | DeploymentPlan:
         """`announce(root, now)` gives the request's own events (`api_post_event`) once the
         change is accepted; they go out before the deployment's (`group_change_success`...)."""
         def run(core: MarathonCore) -> DeploymentResult | DeploymentPlan:
             now = self.clock.time()
-            result = core.deploy(change, force=force, dry_run=dry_run, now=now)
+            result = core.deploy(change, force=force, dry_run=dry_run, now=now, deadline=deadline,
+                                 rollback_on_deadline=rollback_on_deadline)
             if announce is not None and not dry_run:
                 self._execute([Publish(event) for event in announce(core.root, now)])
             return result

@@ -186,3 +186,18 @@ def test_tasks_as_text_lines_per_service_port():
         f"web\t10001\ta1:{web[0].host_ports[0]}\ta2:{web[1].host_ports[0]}\t"]
     app_text = call(svc, "GET", "/v2/apps/web/tasks", headers={"Accept": "text/plain"})
     assert app_text.get_data(as_text=True).startswith("web\t10001\ta1:")
+
+
+@pytest.mark.parametrize("query,status,options", [
+    ("", 201, (None, None)),
+    ("?deadline=600", 201, (600.0, None)),
+    ("?deadline=30&rollbackOnDeadline=true", 201, (30.0, True)),
+    ("?deadline=soon", 400, None),
+    ("?deadline=0", 400, None),
+])
+def test_deployment_deadline_options(query, status, options):
+    svc = world()
+    response = call(svc, "POST", "/v2/apps" + query, {"id": "/timed", "cmd": "sleep 1"})
+    assert response.status_code == status, response.get_data(as_text=True)
+    if options is not None:
+        assert svc.deadlines[-1] == options

@@ -25,8 +25,8 @@ from meseta.frameworks.marathon.group import (Group, UnknownId, find_app, find_g
 from meseta.frameworks.marathon.pathid import PathId, PathIdError, resolve
 from meseta.frameworks.marathon.schema import ValidationError, json_type, prefixed
 from meseta.frameworks.marathon.api import tasks
-from meseta.frameworks.marathon.api.common import (deployed, flag, json_array, json_object,
-                                                   json_response, path_id, service)
+from meseta.frameworks.marathon.api.common import (deploy, deployed, flag, json_array,
+                                                   json_object, json_response, path_id, service)
 from meseta.frameworks.marathon.api.events import api_posted
 from meseta.frameworks.marathon.api.render import (LIST_ALWAYS, SHOW_ALWAYS, app_embeds,
                                                    app_info, created_app_info)
@@ -152,7 +152,7 @@ def create() -> Response:
             raise conflict(f"A group with id [{app.id}] already exists.")
         return put_app(root, app)
 
-    result = service().deploy(change, force=flag("force"), announce=api_posted([app.id]))
+    result = deploy(change, force=flag("force"), announce=api_posted([app.id]))
     stored = find_app(service().snapshot().root, app.id) or app
     return deployed(result, 201, {"Location": f"/v2/apps{app.id}"},
                     body=created_app_info(stored, result.deployment_id))
@@ -161,13 +161,13 @@ def create() -> Response:
 @blueprint.put("/v2/apps", strict_slashes=False)
 def update_many() -> Response:
     change = _batch(partial=flag("partialUpdate", True), create=True)
-    return deployed(service().deploy(change, force=flag("force"), announce=change.posted()))
+    return deployed(deploy(change, force=flag("force"), announce=change.posted()))
 
 
 @blueprint.patch("/v2/apps", strict_slashes=False)
 def patch_many() -> Response:
     change = _batch(partial=True, create=False)
-    return deployed(service().deploy(change, force=flag("force"), announce=change.posted()))
+    return deployed(deploy(change, force=flag("force"), announce=change.posted()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,7 +210,7 @@ def _group_apps(group_id: PathId, _: str | None) -> Response:
 def _put(app_id: PathId, _: str | None) -> Response:
     change = _Batch([(app_id, json_object())], partial=flag("partialUpdate", True), create=True,
                     array=False)
-    result = service().deploy(change, force=flag("force"), announce=change.posted())
+    result = deploy(change, force=flag("force"), announce=change.posted())
     if app_id in change.created:
         return deployed(result, 201, {"Location": f"/v2/apps{app_id}"})
     return deployed(result)
@@ -218,11 +218,11 @@ def _put(app_id: PathId, _: str | None) -> Response:
 
 def _patch(app_id: PathId, _: str | None) -> Response:
     change = _Batch([(app_id, json_object())], partial=True, create=False, array=False)
-    return deployed(service().deploy(change, force=flag("force"), announce=change.posted()))
+    return deployed(deploy(change, force=flag("force"), announce=change.posted()))
 
 
 def _delete(app_id: PathId, _: str | None) -> Response:
-    return deployed(service().deploy(lambda root: remove_app(root, app_id),
+    return deployed(deploy(lambda root: remove_app(root, app_id),
                                      force=flag("force", True)))
 
 
@@ -235,7 +235,7 @@ def _restart(app_id: PathId, _: str | None) -> Response:
             raise UnknownId(f"App '{app_id}' does not exist")
         return put_app(root, restarted(app, now))
 
-    return deployed(service().deploy(change, force=flag("force")))
+    return deployed(deploy(change, force=flag("force")))
 
 
 def _versions(app_id: PathId, _: str | None) -> Response:

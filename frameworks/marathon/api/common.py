@@ -22,7 +22,7 @@ from meseta.frameworks.marathon.snapshot import DeploymentResult, Snapshot
 from meseta.http import json_response
 
 __all__ = ["MarathonService", "service", "json_body", "json_object", "json_array", "flag",
-           "path_id", "deployed", "json_response", "DEPLOYMENT_HEADER", "EXTENSION"]
+           "path_id", "deploy", "deployed", "json_response", "DEPLOYMENT_HEADER", "EXTENSION"]
 
 DEPLOYMENT_HEADER = "Marathon-Deployment-Id"
 EXTENSION = "meseta.marathon"
@@ -41,7 +41,8 @@ class MarathonService(Protocol):
     def snapshot(self) -> Snapshot: ...
     def deploy(self, change: Callable[[Group], Group], *, force: bool = False,
                dry_run: bool = False,
-               announce: Callable[[Group, float], list[dict[str, Any]]] | None = None
+               announce: Callable[[Group, float], list[dict[str, Any]]] | None = None,
+               deadline: float | None = None, rollback_on_deadline: bool | None = None
                ) -> Any: ...   # DeploymentResult | plan.DeploymentPlan
     def rollback_deployment(self, deployment_id: str, *,
                             force: bool) -> DeploymentResult | None: ...
@@ -101,6 +102,23 @@ def flag(name: str, default: bool = False) -> bool:
 def path_id(text: str) -> PathId:
     """An id taken from the URL, canonical and absolute (lookups only: bodies are validated)."""
     return PathId.parse(text).canonical()
+
+
+def deploy(change: Callable[[Group], Group], **options: Any) -> Any:
+    """`service().deploy` with Meseta's deadline options of the request: `?deadline=<seconds>`
+    fails the deployment if it has not finished by then (Marathon's run forever), and
+    `?rollbackOnDeadline=true` then rolls it back. Without them the daemon's defaults hold."""
+    seconds = request.args.get("deadline")
+    if seconds:
+        try:
+            options["deadline"] = float(seconds)
+        except ValueError:
+            raise ApiError(400, f"Query parameter 'deadline' must be seconds, not '{seconds}'") from None
+        if not options["deadline"] > 0:
+            raise ApiError(400, "Query parameter 'deadline' must be more than 0 seconds")
+    if request.args.get("rollbackOnDeadline") is not None:
+        options["rollback_on_deadline"] = flag("rollbackOnDeadline")
+    return service().deploy(change, **options)
 
 
 def deployed(result: DeploymentResult, status: int = 200,

@@ -27,8 +27,8 @@ from meseta.frameworks.marathon.group import (Group, UnknownId, find_app, find_g
                                               remove_group, scale_group, transitive_apps)
 from meseta.frameworks.marathon.pathid import ROOT, PathId
 from meseta.frameworks.marathon.schema import ValidationError, json_type
-from meseta.frameworks.marathon.api.common import (deployed, flag, json_object, json_response,
-                                                   path_id, service)
+from meseta.frameworks.marathon.api.common import (deploy, deployed, flag, json_object,
+                                                   json_response, path_id, service)
 from meseta.frameworks.marathon.api.render import group_embeds, group_info
 
 __all__ = ["blueprint", "apply_update"]
@@ -107,7 +107,7 @@ def _create(base: PathId, _: str | None) -> Response:
             raise conflict(f"An app with the path {group.id} already exists.")
         return put_group(root, group)
 
-    result = service().deploy(change, force=flag("force"))
+    result = deploy(change, force=flag("force"))
     return deployed(result, 201, {"Location": f"/v2/groups{group.id}"})
 
 
@@ -125,7 +125,7 @@ def _change_for(body: dict[str, Any], base: PathId) -> Callable[[Group], Group]:
 def _update(base: PathId, version: str | None) -> Response:
     body = {"version": version} if version is not None else json_object()
     dry_run = flag("dryRun")
-    result = service().deploy(_change_for(body, base), force=flag("force"), dry_run=dry_run)
+    result = deploy(_change_for(body, base), force=flag("force"), dry_run=dry_run)
     return json_response(result.dry_run_json()) if dry_run else deployed(result)
 
 
@@ -147,12 +147,12 @@ def _patch(group_id: PathId, _: str | None) -> Response:
             raise UnknownId(f"Group '{group_id}' does not exist")
         return put_group(root, dataclasses.replace(group, enforce_role=enforce))
 
-    service().deploy(change, force=flag("force"))
+    deploy(change, force=flag("force"))
     return Response("", 200)
 
 
 def _delete(group_id: PathId, _: str | None) -> Response:
-    return deployed(service().deploy(lambda root: remove_group(root, group_id),
+    return deployed(deploy(lambda root: remove_group(root, group_id),
                                      force=flag("force")))
 
 
