@@ -70,10 +70,6 @@ class Subscription:
     def wants(self, event_type: str) -> bool:
         return self.event_types is None or event_type in self.event_types
 
-    @property
-    def outstanding(self) -> int:
-        return len(self._frames)
-
     def take(self, timeout: float) -> bytes:
         """Every queued frame, oldest first, as one chunk; b"" when none came within `timeout`
         seconds. Raises StreamClosed once the subscription is closed (what was queued then is

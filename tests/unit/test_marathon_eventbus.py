@@ -110,8 +110,8 @@ def test_an_event_is_serialised_once_for_all_clients(monkeypatch):
     calls.clear()
     bus.publish(event("status_update_event", taskId="t1"))
     assert calls == ["status_update_event"]
-    assert {sub.take(0).rsplit(b"\n\n", 2)[-2] for sub in subs} == {
-        real(event("status_update_event", taskId="t1")).rstrip(b"\n")}
+    assert all(sub.take(0).endswith(real(event("status_update_event", taskId="t1")))
+               for sub in subs)
     for sub in subs:
         bus.unsubscribe(sub)
     filtered = bus.subscribe(["deployment_info"], "b")
