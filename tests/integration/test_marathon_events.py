@@ -28,6 +28,7 @@ from marathon.models.events import EventFactory, MarathonDeploymentSuccess, Mara
 from meseta.embedded import Cluster, ClusterSpec
 from meseta.frameworks.marathon import eventbus as marathon_eventbus
 from meseta.frameworks.marathon import events as marathon_events
+from meseta.testing import wait_until
 
 # marathon-python 0.13 still says `collections.Iterable`, gone since Python 3.10.
 collections.Iterable = collections.abc.Iterable  # type: ignore[attr-defined]
@@ -64,15 +65,6 @@ def cluster(tmp_path_factory):
         yield cluster
     finally:
         cluster.stop()
-
-
-def wait(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def request(base: str, method: str, path: str, body=None, timeout=10.0):
@@ -130,7 +122,7 @@ class SseClient:
         def seen() -> bool:
             found[:] = [data for kind, data in list(self.events) if predicate(kind, data)]
             return bool(found)
-        wait(seen, timeout, what)
+        wait_until(seen, what, timeout)
         return found[0]
 
     def close(self) -> None:
@@ -225,7 +217,7 @@ def test_twenty_open_streams_leave_the_api_answering_and_go_away_cleanly(cluster
     before = set(bus.subscriptions)
     clients = [SseClient(base) for _ in range(20)]
     try:
-        wait(lambda: all(c.events for c in clients), what="20 streams attached")
+        wait_until(lambda: all(c.events for c in clients), "20 streams attached")
         status, body = request(base, "GET", "/v2/apps", timeout=5)
         assert status == 200 and "apps" in body
         ours = set(bus.subscriptions) - before
@@ -236,7 +228,7 @@ def test_twenty_open_streams_leave_the_api_answering_and_go_away_cleanly(cluster
     # the server notices a client is gone when a write fails: make it write
     request(base, "POST", "/v2/apps", sleeper("/nudge", instances=0))
     request(base, "DELETE", "/v2/apps/nudge")
-    wait(lambda: not ours & set(bus.subscriptions), what="closed streams unsubscribed")
+    wait_until(lambda: not ours & set(bus.subscriptions), "closed streams unsubscribed")
 
 
 def test_zeromq_followers_get_the_events_with_epoch_and_sequence(cluster):
@@ -285,7 +277,7 @@ def test_marathon_python_event_stream_parses_an_app_creation(cluster):
 
     thread = threading.Thread(target=listen, daemon=True)
     thread.start()
-    wait(lambda: received or failures, what="the stream to attach")
+    wait_until(lambda: received or failures, "the stream to attach")
     client.create_app("python-events", MarathonApp(cmd="sleep 3600", cpus=0.1, mem=16))
     thread.join(60)
     assert not failures, failures
@@ -348,7 +340,7 @@ def test_a_slow_client_is_disconnected_and_the_others_keep_receiving(small_buffe
         fast.wait_for(lambda kind, _: kind == "event_stream_attached", "fast attached")
         [fast_sub] = bus.subscriptions
         slow = open_slow_client(base)
-        wait(lambda: len(bus.subscriptions) == 2, what="slow client attached")
+        wait_until(lambda: len(bus.subscriptions) == 2, "slow client attached")
         [slow_sub] = [s for s in bus.subscriptions if s is not fast_sub]
         # bursts of api_post_events (1.5 kB each) until the slow client's socket buffers are
         # full and 64 more events wait for it. A burst is published at once, so it must stay
