@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -108,6 +109,7 @@ class AgentDaemon:
         self.agent_id: Optional[str] = None
         self.master_id: Optional[str] = None
         self.tasks: dict[tuple[str, str], RunningTask] = {}
+        self._launch_queue: deque[proto.RunTask] = deque()   # tasks given, not yet launched
         # Ended runs whose terminal update is not acknowledged yet, by container id: their
         # checkpoint stays until it is.
         self.terminated: dict[str, RunningTask] = {}
@@ -203,6 +205,7 @@ class AgentDaemon:
                 self.loop.remove_reader(task.container)   # nothing is checkpointed any more
                 task.container.close()
                 self.isolator.cleanup(task.container_id)
+        self._launch_queue.clear()
         self.tasks.clear()
         self.terminated.clear()
         self.checkpoint.forget()
@@ -333,7 +336,9 @@ class AgentDaemon:
         if kind is proto.AgentRegistered:
             self._on_registered(message)
         elif kind is proto.RunTask:
-            self._run_task(message)
+            self._launch_queue.append(message)
+            if len(self._launch_queue) == 1:
+                self.loop.call_later(0, self._launch_next)
         elif kind is proto.KillTask:
             self._kill_task(message.framework_id, message.task_id, message.grace_seconds)
         elif kind is proto.StatusUpdateAck:
@@ -378,6 +383,15 @@ class AgentDaemon:
     def _sandbox(self, framework_id: str, task_id: str, container_id: str) -> str:
         return os.path.join(self.sandbox_root, framework_id, "executors", task_id, "runs",
                             container_id)
+
+    def _launch_next(self) -> None:
+        """One launch per turn of the loop: what arrives meanwhile (acknowledgements, kills) is
+        handled between launches, so a batch of hundreds of tasks does not hold back every
+        task's next status update (each waits for the previous one's acknowledgement)."""
+        if self._launch_queue:
+            self._run_task(self._launch_queue.popleft())
+        if self._launch_queue:
+            self.loop.call_later(0, self._launch_next)
 
     def _run_task(self, message: proto.RunTask) -> None:
         framework, info = message.framework, message.task
@@ -568,6 +582,13 @@ class AgentDaemon:
 
     def _kill_task(self, framework_id: str, task_id: str, grace: float | None) -> None:
         task = self.tasks.get((framework_id, task_id))
+        queued = [m for m in self._launch_queue
+                  if m.task.task_id == task_id and (m.framework.id or "") == framework_id]
+        if task is None and queued:
+            self._launch_queue.remove(queued[0])
+            self._agent_status(framework_id, task_id, proto.TASK_KILLED,
+                               proto.REASON_TASK_KILLED_DURING_LAUNCH, "Killed before it was launched")
+            return
         if task is None:
             log.warning("kill for an unknown task", task_id=task_id, framework_id=framework_id)
             self._agent_status(framework_id, task_id, proto.TASK_LOST, proto.REASON_TASK_UNKNOWN,

@@ -88,3 +88,23 @@ def test_garbage_from_the_master_is_dropped_and_the_agent_goes_on(fake_master):
     send(router, peer, proto.KillTask("M-0000", "after-garbage", None))
     _, update = receive(proto.StatusUpdate)
     assert update.status.task_id == "after-garbage"
+
+
+def test_tasks_are_launched_one_per_loop_turn_and_a_queued_one_can_be_killed(fake_master):
+    """A batch of launches does not hold back acknowledgements: the agent launches one task per
+    turn of its loop, and a kill that arrives while a task still waits its turn removes it."""
+    router, peer, receive = fake_master
+    framework = make_framework_info(framework_id="M-0000")
+    tasks = [make_task(f"b{i}", "S0", resources="cpus:0.01;mem:1", command="sleep 30")
+             for i in range(40)]
+    for task in tasks:
+        send(router, peer, proto.RunTask(framework, task))
+    send(router, peer, proto.KillTask("M-0000", "b39", None))
+    seen = {}
+    while "b39" not in seen:
+        _, update = receive(proto.StatusUpdate)
+        seen.setdefault(update.status.task_id, update.status)
+        send(router, peer, proto.StatusUpdateAck("M-0000", update.status.task_id,
+                                                 update.status.uuid))
+    assert seen["b39"].state == proto.TASK_KILLED
+    assert seen["b39"].reason == proto.REASON_TASK_KILLED_DURING_LAUNCH
