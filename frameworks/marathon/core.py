@@ -170,14 +170,20 @@ class MarathonCore:
         (seconds; default `CoreConfig.deployment_deadline`, None = none, as Marathon) fails a
         deployment that has not finished by then, and rolls it back if asked."""
         self._now = now
-        target = change(self.root)
-        validate_root(target)
-        # ports first: a re-posted `0` that gets its old port back is no change at all
-        target = stamp_versions(self.root, self._with_service_ports(target), now)
-        plan = compute_plan(self.root, target, to_kill=to_kill)
-        if dry_run:
-            return plan
-        self._admit(plan, force, now)
+        try:
+            target = change(self.root)
+            validate_root(target)
+            # ports first: a re-posted `0` that gets its old port back is no change at all
+            target = stamp_versions(self.root, self._with_service_ports(target), now)
+            plan = compute_plan(self.root, target, to_kill=to_kill)
+            if dry_run:
+                return plan
+            self._admit(plan, force, now)
+        except Exception as exc:
+            if not dry_run:
+                self.publish(events.group_change_failed("/", format_timestamp(now),
+                                                        _reason(exc), now))
+            raise
         deadline = self.config.deployment_deadline if deadline is None else deadline
         rollback = (self.config.deployment_deadline_rollback if rollback_on_deadline is None
                     else rollback_on_deadline)
@@ -229,6 +235,8 @@ class MarathonCore:
     def _cancel(self, dep: RunningDeployment, now: float, reason: str) -> None:
         del self.deployments[dep.plan.id]
         self.emit(DeleteDeployment(dep.plan.id))
+        if not dep.finished:
+            self.publish(events.deployment_step(dep.plan, dep.step, False, now))
         self.publish(events.deployment_done(dep.plan, False, now, reason))
 
     def _advance(self, ids: Iterable[str], now: float) -> None:
@@ -531,6 +539,10 @@ class MarathonCore:
         self._suppressed = False
         self.emit(ReviveOffers())
 
+    def disconnected(self, now: float) -> None:
+        """The driver lost the master (it reconnects by itself)."""
+        self.publish(events.scheduler_disconnected(now))
+
     def reconcile(self) -> None:
         """Explicit for what we know, then implicit, so tasks we forgot are reported (and killed)."""
         known = tuple((i.task_id, i.agent_id) for i in self.instances.values() if i.active)
@@ -608,6 +620,18 @@ class MarathonCore:
             app.pop(inst.instance_id, None)
             if not app:
                 del self._by_app[inst.app_id]
+
+
+def _reason(exc: Exception) -> str:
+    """A rejected change in words, for `group_change_failed`."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict) and "message" in body:
+        return str(body["message"])
+    to_json = getattr(exc, "to_json", None)
+    if callable(to_json):
+        details = to_json().get("details", [])
+        return "; ".join(f"{d['path']}: {', '.join(d['errors'])}" for d in details) or str(exc)
+    return str(exc)
 
 
 def _unreachable(app: AppDefinition | None) -> tuple[float, float]:

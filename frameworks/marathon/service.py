@@ -384,6 +384,10 @@ class _Adapter(Scheduler):
     def status_update(self, driver, status) -> None:
         self.loop.call_soon_threadsafe(lambda: self.service._status(status))
 
+    def disconnected(self, driver) -> None:
+        self.loop.call_soon_threadsafe(lambda: self.service.core is not None and self.service._run(
+            lambda core: core.disconnected(self.service.clock.time())))
+
     def error(self, driver, message) -> None:
         log.error("master refused the framework", message=message)
 

@@ -485,3 +485,18 @@ def test_readiness_holds_the_deployment_until_ready():
     h.core.flush(h.now)
     h.drain()
     assert not h.core.deployments
+
+
+def test_rejected_changes_and_cancelled_steps_are_events():
+    h = Harness()
+    h.put(app(1, mem=99999))                    # waits for offers that never fit
+    with pytest.raises(ApiError):
+        h.put(app(2))
+    h.drain()
+    [failed] = [e for e in h.events if e["eventType"] == "group_change_failed"]
+    assert failed["groupId"] == "/" and "locked" in failed["reason"]
+    h.put(app(2), force=True)
+    types = h.event_types()
+    assert types.index("deployment_step_failure") < types.index("deployment_failed")
+    h.core.disconnected(h.now)
+    assert h.drain()[-1].event["eventType"] == "scheduler_disconnected_event"
