@@ -34,8 +34,8 @@ from meseta.frameworks.marathon.errors import app_locked, not_found, too_many_de
 from meseta.frameworks.marathon.group import (Group, find_app, put_app, stamp_versions,
                                               transitive_apps, validate_root)
 from meseta.frameworks.marathon.instances import GOAL_RUNNING, Instance, instance_id_of
-from meseta.frameworks.marathon.health import (Health, HealthTracker, Kill, health_status_changed,
-                                               instance_health_changed, marathon_checks)
+from meseta.frameworks.marathon.checks import InstanceChecks
+from meseta.frameworks.marathon.health import Kill
 from meseta.frameworks.marathon.instructions import (DeclineOffer, DeleteDeployment, DeleteInstance,
                                                      Instruction, KillTask, LaunchTasks, Publish,
                                                      Reconcile, ReviveOffers, SaveDeployment,
@@ -46,7 +46,6 @@ from meseta.frameworks.marathon.pathid import PathId
 from meseta.frameworks.marathon.plan import DeploymentPlan, compute_plan, conflicting, revert
 from meseta.frameworks.marathon.ports import LOCAL_PORT_MAX, LOCAL_PORT_MIN, assign_service_ports
 from meseta.frameworks.marathon.queue import LaunchQueue
-from meseta.frameworks.marathon.readiness import ReadinessTracker
 from meseta.frameworks.marathon.snapshot import DeploymentResult, Snapshot
 from meseta.log import get_logger
 
@@ -54,7 +53,6 @@ __all__ = ["MarathonCore", "CoreConfig", "StoredState"]
 
 log = get_logger("meseta.marathon.core")
 
-MESOS_HEALTH = frozenset({"COMMAND", "MESOS_HTTP", "MESOS_HTTPS", "MESOS_TCP"})
 FAILURES = frozenset({proto.TASK_FAILED, proto.TASK_FINISHED, proto.TASK_ERROR})
 
 
@@ -92,10 +90,7 @@ class MarathonCore:
         self.deployments: dict[str, RunningDeployment] = {
             plan.id: RunningDeployment(plan, started_at=0.0) for plan in state.deployments}
         self.queue = LaunchQueue()
-        self.health: dict[str, tuple[dict[str, Any], ...]] = {}   # Marathon-level results
-        self.health_tracker = HealthTracker()
-        self._mesos_health: dict[str, Health] = {}   # from TaskStatus.healthy (agent-run checks)
-        self.readiness = ReadinessTracker()
+        self.checks = InstanceChecks()            # health and readiness of the instances
         self.last_failures: dict[PathId, dict[str, Any]] = {}
         self.outbox: list[Instruction] = []
         self.rng = rng or random.Random()
@@ -126,18 +121,8 @@ class MarathonCore:
                 and (i.state != proto.TASK_UNREACHABLE or self._now - i.updated_at < inactive_after)]
 
     def is_ready(self, inst: Instance, app: AppDefinition) -> bool:
-        """Counts toward a deployment's target: running, and healthy when the app has checks."""
-        if not inst.running:
-            return False
-        for check in app.health_checks:
-            if check.get("protocol") in MESOS_HEALTH:
-                if inst.healthy is not True:
-                    return False
-            else:
-                results = self.health.get(inst.instance_id)
-                if not results or not all(r.get("alive") for r in results):
-                    return False
-        return self.readiness.ready(inst, app)
+        """Counts toward a deployment's target: running, healthy and ready."""
+        return self.checks.is_ready(inst, app)
 
     def snapshot(self, now: float) -> Snapshot:
         by_app = {app_id: tuple(i for i in insts.values() if i.active)
@@ -145,7 +130,7 @@ class MarathonCore:
         return Snapshot(root=self.root, instances=by_app,
                         deployments=tuple(d.view(self) for d in self.deployments.values()),
                         queue=self.queue.entries(self._demand(), now),
-                        last_task_failures=dict(self.last_failures), health=dict(self.health),
+                        last_task_failures=dict(self.last_failures), health=dict(self.checks.results),
                         framework_id=self.framework_id, now=now)
 
     def waiting_reason(self, app: AppDefinition, ready: int, dying: int, old: int = 0) -> str:
@@ -278,50 +263,28 @@ class MarathonCore:
         app = self.checked_app(inst) if inst is not None else None
         if inst is None or app is None or check_index >= len(app.health_checks):
             return
-        for decision in self.health_tracker.result(inst, app, check_index, ok, cause, now):
+        for decision in self.checks.marathon_result(inst, app, check_index, ok, cause, now):
             if isinstance(decision, Kill):
                 self.kill(inst, now)          # decommissioned: its replacement launches now
                 self.queue.failed(app, now)   # and it counts toward backoff, as in Marathon
             else:
                 self.outbox.append(decision)
-        self._set_health(instance_id)
         self.dirty.add(inst.app_id)
-
-    def _mesos_result(self, inst: Instance, healthy: bool, message: str, now: float) -> None:
-        """Health the agent reports (COMMAND, MESOS_*): Marathon's record and events, no kill
-        (the agent kills after the check's failures itself)."""
-        before = self._mesos_health.get(inst.instance_id, Health(inst.instance_id))
-        after = before.succeeded(now) if healthy else before.failed(now, message or "unhealthy")
-        self._mesos_health[inst.instance_id] = after
-        if after.alive != before.alive or before.last_success is before.last_failure is None:
-            self.publish(health_status_changed(inst, after.alive, now))
-            self.publish(instance_health_changed(inst, after.alive, now))
-        self._set_health(inst.instance_id)
-
-    def _set_health(self, instance_id: str) -> None:
-        """`healthCheckResults` of an instance: Marathon's own checks, then the agent's."""
-        mesos = self._mesos_health.get(instance_id)
-        results = self.health_tracker.results(instance_id) + ((mesos.to_json(),) if mesos else ())
-        if results:
-            self.health[instance_id] = results
 
     def readiness_result(self, instance_id: str, response: dict[str, Any], now: float) -> None:
         self._now = now
         inst = self.instances.get(instance_id)
         app = find_app(self.root, inst.app_id) if inst is not None else None
-        if inst is not None and app is not None and self.readiness.result(inst, app, response):
+        if inst is not None and app is not None and self.checks.readiness_result(inst, app, response):
             self.dirty.add(inst.app_id)
 
     def _watch(self, inst: Instance) -> None:
         app = self.checked_app(inst) if inst.running else None
-        if app is not None and (marathon_checks(app) or app.readiness_checks):
+        if app is not None and self.checks.watched(app):
             self.emit(WatchChecks(inst, app))
 
     def _unwatch(self, inst: Instance) -> None:
-        self.health.pop(inst.instance_id, None)
-        self._mesos_health.pop(inst.instance_id, None)
-        self.health_tracker.forget(inst.instance_id)
-        self.readiness.forget(inst.instance_id)
+        self.checks.forget(inst.instance_id)
         self.emit(UnwatchChecks(inst.instance_id))
 
     def _with_service_ports(self, target: Group) -> Group:
@@ -442,7 +405,8 @@ class MarathonCore:
         self.publish(events.instance_changed(inst, now))
         was_running = self.instances[inst.instance_id].running
         if status.healthy is not None and not inst.terminal:
-            self._mesos_result(inst, status.healthy, status.message, now)
+            for event in self.checks.mesos_result(inst, status.healthy, status.message, now):
+                self.publish(event)
         if inst.terminal:
             self._ended(inst, status, now)
         else:

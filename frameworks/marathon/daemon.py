@@ -137,7 +137,8 @@ class MarathonDaemon:
             core = service.core
             if core is None:
                 return {"marathon/leader": 0.0}
-            return {"marathon/leader": 1.0,
+            return {**core.checks.tracker.stats(),
+                    "marathon/leader": 1.0,
                     "marathon/apps": float(sum(1 for _ in core.root_apps())),
                     "marathon/deployments": float(len(core.deployments)),
                     "marathon/instances": float(len(core.instances)),

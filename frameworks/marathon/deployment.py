@@ -148,7 +148,7 @@ def _restart(app: AppDefinition, core: MarathonCore, now: float) -> bool:
 
 def _readiness(action: Action, core: MarathonCore) -> tuple[dict, ...]:
     return tuple(r for i in core.app_instances(action.app_id)
-                 for r in core.readiness.results(i.instance_id))
+                 for r in core.checks.readiness_results(i.instance_id))
 
 
 def _describe(action: Action, core: MarathonCore) -> str:
