@@ -18,13 +18,17 @@ RUNNING only once Marathon has acknowledged STARTING (status updates are in orde
 as in Mesos), so the total includes that round trip through the master and Marathon.
 
     .venv/bin/python bench/marathon_events.py [--instances 1000] [--single 200] [--agents 4]
-                                              [--pace 0.1]
+                                              [--pace 0.1] [--processes]
+
+`--processes` runs the master, the agents and Marathon as separate processes, as deployed,
+instead of sharing one interpreter (and its GIL) as `meseta up` does.
 """
 from __future__ import annotations
 
 import argparse
 import http.client
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -35,6 +39,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from meseta.embedded import Cluster, ClusterSpec
+from meseta.testing.marathon import start_marathon
+from meseta.testing.processes import ProcessCluster
 from meseta.frameworks.marathon.app import parse_timestamp
 from meseta.log import setup_logging
 
@@ -157,6 +163,32 @@ def measure(cluster: Cluster, run: str, instances: int, apps: int, pace: float) 
             **summary("running_after_starting_at_marathon", ack_wait)}
 
 
+class ProcessLayout:
+    """The cluster as deployed: master, agents and Marathon each in its own process."""
+
+    def __init__(self, agents: int, resources: str) -> None:
+        self.work = tempfile.mkdtemp(prefix="meseta-bench-")
+        self.processes = ProcessCluster(self.work, agents=agents, agent_resources=resources)
+        self.marathon = None
+
+    def start(self) -> None:
+        self.processes.start()
+        self.processes.wait_agents(self.processes.agent_count)
+        self.marathon = start_marathon(self.processes.master_address,
+                                       str(Path(self.work) / "marathon.log"),
+                                       [f"--work_dir={Path(self.work) / 'marathon'}"])
+
+    @property
+    def agents(self) -> list:
+        return self.processes.agents
+
+    def stop(self) -> None:
+        if self.marathon is not None:
+            self.marathon.stop()
+        self.processes.stop()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
 def wait_until(predicate, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -172,6 +204,9 @@ def main() -> int:
     parser.add_argument("--single", type=int, default=200)
     parser.add_argument("--pace", type=float, default=0.1,
                         help="seconds between the POSTs of the paced and single runs")
+    parser.add_argument("--processes", action="store_true",
+                        help="master, agents and Marathon as separate processes (as deployed) "
+                             "instead of the embedded cluster of `meseta up`")
     parser.add_argument("--reader", nargs=2, help=argparse.SUPPRESS)  # the SSE client process
     args = parser.parse_args()
     if args.reader:
@@ -179,13 +214,14 @@ def main() -> int:
         return 0
     setup_logging("warning", "text")
     per_agent = args.instances // args.agents + 10
-    cluster = Cluster(ClusterSpec(
-        agents=args.agents, port=0, marathon=True,
-        resources=f"cpus:{per_agent * 0.01 + 1:.2f};mem:{per_agent * 4 + 512};disk:10000;"
-                  "ports:[31000-32000]"))
+    resources = (f"cpus:{per_agent * 0.01 + 1:.2f};mem:{per_agent * 4 + 512};disk:10000;"
+                 "ports:[31000-32000]")
+    cluster = (ProcessLayout(args.agents, resources) if args.processes else
+               Cluster(ClusterSpec(agents=args.agents, port=0, marathon=True, resources=resources)))
     cluster.start()
     try:
         result = {"agents": args.agents, "target_p99_ms": TARGET_P99_MS,
+                  "layout": "processes" if args.processes else "embedded",
                   "burst": measure(cluster, "burst", args.instances, 1, 0.0),
                   "paced": measure(cluster, "paced", args.instances, max(1, args.instances // 10),
                                    args.pace),
