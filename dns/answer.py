@@ -102,7 +102,7 @@ def error_reply(query: DNSRecord, rcode: int) -> DNSRecord:
     """A bare reply with `rcode` (REFUSED, SERVFAIL, FORMERR, NOTIMP): RD copied, AA and RA off."""
     header = DNSHeader(id=query.header.id, qr=1, opcode=query.header.opcode,
                        rd=query.header.rd, rcode=rcode)
-    return DNSRecord(header, q=list(query.questions))
+    return DNSRecord(header, questions=list(query.questions))
 
 
 def reply_limit(query: DNSRecord, *, tcp: bool) -> int:
