@@ -17,11 +17,13 @@ from typing import Any
 
 from meseta.bus import Publisher
 from meseta.clock import Clock
-from meseta.config import Flag, bool_flag, duration_flag, parse_duration, parse_port
+from meseta import __version__
+from meseta.config import (Flag, bool_flag, duration_flag, parse_duration, parse_port,
+                           render_flags)
 from meseta.frameworks.marathon.core import CoreConfig
 from meseta.frameworks.marathon.eventbus import EventBus
-from meseta.frameworks.marathon.service import MarathonService, ServiceConfig
-from meseta.http import HttpServer
+from meseta.frameworks.marathon.service import VERSION, MarathonService, ServiceConfig
+from meseta.http import HttpServer, json_response
 from meseta.log import get_logger
 from meseta.metrics import Registry
 
@@ -97,8 +99,12 @@ class MarathonDaemon:
         self.service = MarathonService(service_config, store, election, self.clock,
                                        self._event_bus(hostname))
         self._export_metrics()
-        app_holder.append(create_app(self.service, registry=self.metrics,
-                                     address=service_config.host_port))
+        app = create_app(self.service, registry=self.metrics, address=service_config.host_port)
+        app.add_url_rule("/flags", "flags",
+                         lambda: json_response({"flags": render_flags(MARATHON_FLAGS, cfg)}))
+        app.add_url_rule("/version", "version", lambda: json_response(
+            {"version": VERSION, "meseta_version": __version__}))
+        app_holder.append(app)
         self.service.start()
         self.http.start_prepared()
         log.info("marathon started", http=f"http://{service_config.host_port}",

@@ -121,3 +121,14 @@ def test_group_with_dependencies_deploys_in_order(marathon):
     assert status == 200
     marathon.wait_deployed()
     assert marathon.get("/v2/tasks")["tasks"] == []
+
+
+def test_flags_version_health_and_metrics(marathon):
+    flags = marathon.get("/flags")["flags"]
+    assert flags["http_port"] == marathon.url.rsplit(":", 1)[1]
+    assert marathon.get("/version")["version"] == marathon.get("/v2/info")["version"]
+    status, _, _ = marathon.call("GET", "/health")
+    assert status == 200
+    with urllib.request.urlopen(marathon.url + "/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    assert "meseta_marathon" in text

@@ -1,8 +1,8 @@
 """The leader proxy: a standby serves nothing itself and forwards to the leader (reference
 marathon.md §7), in this order:
 
-1. `/health`, `/metrics`, `/metrics/prometheus`: answered here (each process reports its own
-   health and metrics; Marathon 1.10 proxies them too).
+1. `/health`, `/metrics`, `/metrics/prometheus`, `/flags`, `/version`: answered here (each
+   process reports its own health, metrics and configuration; Marathon 1.10 proxies them too).
 2. This instance leads: serve the request.
 3. No leader known (or the service names this very instance without leading): asked again
    every 250 ms for up to 10 tries, as Marathon does (an election may be under way, or this
@@ -35,7 +35,7 @@ __all__ = ["install", "forward", "VIA", "LOCAL_PATHS", "CONNECT_TIMEOUT", "READ_
 
 VIA = "X-Marathon-Via"
 FORWARDED_FOR = "X-Forwarded-For"
-LOCAL_PATHS = frozenset({"/health", "/metrics", "/metrics/prometheus"})
+LOCAL_PATHS = frozenset({"/health", "/metrics", "/metrics/prometheus", "/flags", "/version"})
 EVENTS_PATH = "/v2/events"
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 10.0
