@@ -3,6 +3,8 @@
     meseta master [--flag=value ...]       a master (flags in Mesos's spellings; --help)
     meseta agent  [--flag=value ...]       an agent
     meseta marathon [--flag=value ...]     Marathon (REST API v2 on --http_port)
+    meseta dns [--config config.json] [--key=value ...]   Mesos-DNS (config.json keys as flags)
+    meseta dns lookup <name> [--type SRV] [--server 127.0.0.1:53]
     meseta up [--agents N]                 master + N agents in one process, until Ctrl-C
     meseta agent list | framework list | task list|kill|log   (client commands, --json)
 """
@@ -115,6 +117,68 @@ def agent(ctx: click.Context) -> None:
                     signals=(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1))
 
 
+@main.group(cls=_DaemonOrGroup, invoke_without_command=True,
+            context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.pass_context
+def dns(ctx: click.Context) -> None:
+    """Run Mesos-DNS (meseta dns --help), or `meseta dns lookup <name>`."""
+    if "daemon_args" in ctx.meta:
+        _run_dns(ctx.meta["daemon_args"])
+
+
+def _run_dns(argv: Sequence[str]) -> None:
+    from meseta.dns import daemon as dns_daemon
+    from meseta.dns.config import ConfigError as DnsConfigError
+    if any(arg in ("--help", "-h") for arg in argv):
+        click.echo(dns_daemon.__doc__)
+        return
+    if any(arg.lstrip("-") == "version" for arg in argv):
+        click.echo(dns_daemon.VERSION)
+        return
+    try:
+        config, options = dns_daemon.load(argv)
+    except DnsConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    setup_logging(options.log_level, options.log_format)
+    daemon = dns_daemon.DnsDaemon(config, options)
+    try:
+        daemon.start()
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"dns failed to start: {exc}") from None
+    _wait_for_signal()
+    daemon.stop()
+
+
+@dns.command("lookup")
+@click.argument("name")
+@click.option("--type", "qtype", default="A", show_default=True, help="A, AAAA, SRV, SOA, NS, ANY.")
+@click.option("--server", default="127.0.0.1:53", show_default=True, help="ip:port of the DNS server.")
+@click.option("--tcp", is_flag=True, help="Ask over TCP instead of UDP.")
+@click.option("--timeout", default=3.0, show_default=True)
+def dns_lookup(name: str, qtype: str, server: str, tcp: bool, timeout: float) -> None:
+    """Ask a DNS server (meseta dns, or any) and print the answers, one per line."""
+    import socket
+
+    from dnslib import QTYPE, RCODE, DNSRecord
+
+    host, _, port = server.rpartition(":")
+    if not host or not port.isdigit():
+        host, port = server, "53"
+    try:
+        query = DNSRecord.question(name, qtype.upper())
+        reply = DNSRecord.parse(query.send(host.strip("[]"), int(port), tcp=tcp, timeout=timeout))
+    except (socket.timeout, OSError) as exc:
+        raise click.ClickException(f"no answer from {server}: {exc}") from None
+    except Exception as exc:     # dnslib raises plain errors for an unknown type or bad reply
+        raise click.ClickException(f"cannot ask {server} for {name} {qtype}: {exc}") from None
+    for rr in reply.rr:
+        click.echo(f"{rr.rname}\t{rr.ttl}\t{QTYPE[rr.rtype]}\t{rr.rdata}")
+    if reply.header.rcode != RCODE.NOERROR or not reply.rr:
+        click.echo(f";; {RCODE[reply.header.rcode]}, {len(reply.rr)} answers", err=True)
+        if reply.header.rcode != RCODE.NOERROR:
+            sys.exit(1)
+
+
 @main.command()
 @click.option("--agents", default=1, show_default=True, help="Local agents to start.")
 @click.option("--ip", default="127.0.0.1", show_default=True)
@@ -123,14 +187,16 @@ def agent(ctx: click.Context) -> None:
 @click.option("--resources", default="", help="Resources of each agent, in Mesos syntax.")
 @click.option("--marathon/--no-marathon", default=True, show_default=True,
               help="Also run Marathon (REST API on the master port + 3030, 8080 by default).")
+@click.option("--dns/--no-dns", default=True, show_default=True,
+              help="Also run Mesos-DNS (DNS on the master port + 48, HTTP API on 8123).")
 @click.option("--log_level", "--log-level", default="info", show_default=True)
 def up(agents: int, ip: str, port: int, work_dir: str, resources: str, marathon: bool,
-       log_level: str) -> None:
-    """The embedded single-node cluster: a standalone master, local agents and Marathon."""
+       dns: bool, log_level: str) -> None:
+    """The embedded single-node cluster: a standalone master, local agents, Marathon and DNS."""
     from meseta.embedded import Cluster, ClusterSpec
     setup_logging(log_level, "auto")
     cluster = Cluster(ClusterSpec(agents=agents, ip=ip, port=port, work_dir=work_dir,
-                                  resources=resources, marathon=marathon))
+                                  resources=resources, marathon=marathon, dns=dns))
     try:
         cluster.start()
     except OSError as exc:

@@ -22,6 +22,8 @@ class ClusterSpec:
     agent_flags: tuple[str, ...] = ()
     marathon: bool = False           # also run Marathon (`meseta up` does), on port + 3030 (8080)
     marathon_flags: tuple[str, ...] = ()
+    dns: bool = False                # also run Mesos-DNS (`meseta up` does): DNS on port + 48, HTTP 8123
+    dns_config: tuple[tuple[str, object], ...] = ()   # config.json keys, e.g. (("ttl", 0),)
 
 
 class Cluster:
@@ -30,6 +32,7 @@ class Cluster:
         self.master: Any = None
         self.agents: list[Any] = []
         self.marathon: Any = None
+        self.dns: Any = None
         self._own_dir = not spec.work_dir
         self.work_dir = spec.work_dir or tempfile.mkdtemp(prefix="meseta-")
 
@@ -57,6 +60,8 @@ class Cluster:
                 self.agents.append(agent)
             if spec.marathon:
                 self._start_marathon(free)
+            if spec.dns:
+                self._start_dns(free)
         except BaseException:
             self.stop()
             raise
@@ -72,7 +77,24 @@ class Cluster:
         self.marathon = MarathonDaemon(load_config(MARATHON_FLAGS, argv + list(spec.marathon_flags), {}))
         self.marathon.start()
 
+    def _start_dns(self, free: bool) -> None:
+        from meseta.dns.config import load_config as load_dns_config
+        from meseta.dns.daemon import DaemonOptions, DnsDaemon
+
+        spec = self.spec
+        # Only the cluster's own names: nothing is forwarded, so a test never waits on 8.8.8.8.
+        config = load_dns_config({"masters": [self.master_address], "listener": spec.ip,
+                                  "HTTPListener": spec.ip, "externalOn": False,
+                                  "refreshSeconds": 60}, dict(spec.dns_config))
+        ports = DaemonOptions(dns_port=0 if free else spec.port + 48,
+                              http_port=0 if free else 8123, first_build_timeout=10.0)
+        self.dns = DnsDaemon(config, ports)
+        self.dns.start()
+
     def stop(self) -> None:
+        if self.dns is not None:
+            self.dns.stop()
+            self.dns = None
         if self.marathon is not None:
             self.marathon.stop()
             self.marathon = None
@@ -97,5 +119,8 @@ class Cluster:
             lines.append(f"  agent {index}  {agent.url}")
         if self.marathon is not None:
             lines.append(f"  marathon {self.marathon.url}   (apps: {self.marathon.url}/v2/apps)")
+        if self.dns is not None:
+            lines.append(f"  dns      {self.dns.dns_address} (udp, tcp; domain {self.dns.config.domain})"
+                         f"   api {self.dns.http_url}/v1/enumerate")
         lines.append(f"  frameworks connect with --master {self.master_address}")
         return "\n".join(lines)
