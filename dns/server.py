@@ -201,6 +201,8 @@ class DnsServer:
         return self
 
     def stop(self) -> None:
+        if self._stopping.is_set() or self._udp is None:
+            return
         self._stopping.set()
         wake = "127.0.0.1" if self.host in ("0.0.0.0", "") else \
             "::1" if self.host == "::" else self.host
@@ -370,8 +372,8 @@ class DnsServer:
         try:
             query = DNSRecord.parse(packet)
         except (DNSError, ValueError, IndexError, struct.error):
-            self._counters.add("malformed")
             if len(packet) < 12 or packet[2] & 0x80:
+                self._counters.add("malformed")
                 return None
             # Header only: id and RD from the packet, no question we could trust.
             return "malformed", (packet[:2] + bytes([0x80 | packet[2] & 0x79, RCODE.FORMERR])
@@ -394,7 +396,8 @@ class DnsServer:
             for _ in range(self._limits.shuffle_variants * 2):
                 if len(variants) >= self._limits.shuffle_variants:
                     break
-                variants.add(bytes(answer(query, records, self._opts, self._rng, tcp=tcp).pack()))
+                again = answer(query, records, self._opts, self._rng, tcp=tcp)
+                variants.add(bytes(again.pack()))
         return kind, tuple(variants)
 
     def _ask_upstream(self, packet: bytes, *, tcp: bool) -> bytes:
