@@ -101,6 +101,7 @@ class StateFollower:
         self._thread: Optional[threading.Thread] = None
         self._watch: Any = None
         self._sub: Optional[zmq.Socket] = None
+        self._monitor: Optional[zmq.Socket] = None    # the SUB's disconnects: the master gone
         self._sub_endpoint = ""
         self._bus = Follower(self._snapshot, self._apply)
         self._stale = False                      # set by _apply: the state must be fetched
@@ -172,6 +173,9 @@ class StateFollower:
                 ready = dict(poller.poll(timeout_ms))
                 if self._wake_r in ready:
                     os.read(self._wake_r, 4096)
+                if self._monitor is not None and self._monitor in ready:
+                    if self._on_monitor():
+                        next_full = time.monotonic()      # look for the leader again
                 if self._sub is not None and self._sub in ready:
                     if not self._drain():
                         next_full = time.monotonic()      # the fetch failed: retry with backoff
@@ -318,12 +322,34 @@ class StateFollower:
         sub.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.RCVHWM, 100_000)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self._monitor = sub.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         sub.connect(endpoint)
         poller.register(sub, zmq.POLLIN)
+        poller.register(self._monitor, zmq.POLLIN)
         self._sub, self._sub_endpoint = sub, endpoint
         log.info("following the master's event bus", publisher=endpoint)
 
+    def _on_monitor(self) -> bool:
+        """True when the bus connection dropped: the master stopped or moved."""
+        from zmq.utils.monitor import recv_monitor_message
+        dropped = False
+        while True:
+            try:
+                event = recv_monitor_message(self._monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return dropped
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                log.warning("event bus disconnected; looking for the leading master",
+                            publisher=self._sub_endpoint)
+                self._leader = None
+                dropped = True
+
     def _close_sub(self, poller: zmq.Poller) -> None:
+        if self._monitor is not None:
+            poller.unregister(self._monitor)
+            self._sub.disable_monitor()
+            self._monitor.close(0)
+            self._monitor = None
         if self._sub is not None:
             poller.unregister(self._sub)
             self._sub.close(0)
