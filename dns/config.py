@@ -136,10 +136,7 @@ def load_config(source: Union[str, os.PathLike, Mapping[str, Any], None] = None,
     values = {"file": path} if path else {}
     values.update(_fields_of(raw, "config.json" if path else "config"))
     values.update(_fields_of(overrides or {}, "overrides"))
-    try:
-        config = DnsConfig(**values)
-    except TypeError as error:         # a wrongly typed value reaching normalisation
-        raise ConfigError(str(error)) from None
+    config = DnsConfig(**values)
     if not config.zk and not config.masters:
         raise ConfigError("one of 'zk' or 'masters' is required")
     if config.external_on and not config.resolvers:

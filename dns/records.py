@@ -7,7 +7,8 @@ mesos-dns.md §4): frameworks, slaves, the listener (SOA mname), masters, tasks.
 
     rs = records(state, DnsConfig(masters=("10.0.0.1:5050",)))
     rs.a["web-product.marathon.mesos."]                  # ("10.0.0.5",)
-    rs.srv["_web-product._tcp.marathon.mesos."]          # (("web-product-ab1cd-s1.marathon.slave.mesos.", 31000),)
+    rs.srv["_web-product._tcp.marathon.mesos."]
+        # (("web-product-ab1cd-s1.marathon.slave.mesos.", 31000),)
 
 Where upstream touches the host (resolving a framework's or agent's host name, listing the
 interfaces for listener 0.0.0.0) the generator asks a `Lookup`; the default answers only for IP
@@ -155,9 +156,10 @@ def system_lookup() -> Lookup:
         found = []
         for addresses in psutil.net_if_addrs().values():
             for address in addresses:
+                if address.family not in (socket.AF_INET, socket.AF_INET6):
+                    continue
                 ip = _parse_ip(address.address.split("%")[0])
-                if ip and address.family in (socket.AF_INET, socket.AF_INET6) \
-                        and not ipaddress.ip_address(ip[0]).is_loopback:
+                if ip and not ipaddress.ip_address(ip[0]).is_loopback:
                     found.append(ip[0])
         return tuple(dict.fromkeys(found))
 
@@ -427,10 +429,10 @@ def _parse_ip(text: str) -> Optional[tuple[str, str]]:
         ip = ipaddress.ip_address(text)
     except ValueError:
         return None
-    if ip.version == 6 and ip.scope_id is None and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip.version == 6 and ip.scope_id is not None:
-        return None
+    if ip.version == 6:
+        if ip.scope_id is not None:                     # `fe80::1%eth0` is no ParseIP address
+            return None
+        ip = ip.ipv4_mapped or ip
     return str(ip), A if ip.version == 4 else AAAA
 
 

@@ -90,6 +90,7 @@ def test_enumerate_lists_a_record_under_the_first_task_that_made_it():
 
 ALL, HOST, MESOS, NETINFO, DOCKER = ("gen_rfc952_all", "gen_rfc952_host", "gen_rfc952_mesos_host",
                                      "gen_rfc952_netinfo", "gen_rfc952_docker_host")
+CAR_STORE = "car-store-zinaz-0.marathon.slave.mesos."
 ASSERTED = [
     (ALL, "big-dog.marathon.mesos.", "A", {"10.3.0.1"}),
     (ALL, "liquor-store.marathon.mesos.", "A", {"10.3.0.1", "10.3.0.2"}),
@@ -121,10 +122,8 @@ ASSERTED = [
      {"liquor-store-4dfjd-0.marathon.mesos.:443", "liquor-store-zasmd-1.marathon.mesos.:443"}),
     (ALL, "_http._liquor-store._tcp.marathon.mesos.", "SRV",
      {"liquor-store-4dfjd-0.marathon.mesos.:80", "liquor-store-zasmd-1.marathon.mesos.:80"}),
-    (ALL, "_car-store._tcp.marathon.mesos.", "SRV",
-     {"car-store-zinaz-0.marathon.slave.mesos.:31364", "car-store-zinaz-0.marathon.slave.mesos.:31365"}),
-    (ALL, "_car-store._udp.marathon.mesos.", "SRV",
-     {"car-store-zinaz-0.marathon.slave.mesos.:31364", "car-store-zinaz-0.marathon.slave.mesos.:31365"}),
+    (ALL, "_car-store._tcp.marathon.mesos.", "SRV", {CAR_STORE + ":31364", CAR_STORE + ":31365"}),
+    (ALL, "_car-store._udp.marathon.mesos.", "SRV", {CAR_STORE + ":31364", CAR_STORE + ":31365"}),
     (ALL, "_slave._tcp.mesos.", "SRV", {"slave.mesos.:5051"}),
     (ALL, "_framework._tcp.marathon.mesos.", "SRV", {"marathon.mesos.:25501"}),
     (HOST, "liquor-store.marathon.mesos.", "A", {"1.2.3.11", "1.2.3.12"}),
