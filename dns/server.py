@@ -24,6 +24,7 @@ connection threads. An optional per-source-IP token bucket drops floods before a
 from __future__ import annotations
 
 import logging
+import math
 import random
 import socket
 import struct
@@ -391,14 +392,28 @@ class DnsServer:
                 return FORWARD, ()
             return REFUSED, (bytes(error_reply(query, RCODE.REFUSED).pack()),)
         kind = NXDOMAIN if first.header.rcode == RCODE.NXDOMAIN else ANSWERED
-        variants = {bytes(first.pack())}
-        if len(first.rr) > 1 or len(first.ar) > 1:
-            for _ in range(self._limits.shuffle_variants * 2):
-                if len(variants) >= self._limits.shuffle_variants:
-                    break
-                again = answer(query, records, self._opts, self._rng, tcp=tcp)
-                variants.add(bytes(again.pack()))
-        return kind, tuple(variants)
+        return kind, self._variants(first, lambda: answer(query, records, self._opts, self._rng,
+                                                          tcp=tcp))
+
+    def _variants(self, reply: DNSRecord, again: Callable[[], DNSRecord]) -> tuple[bytes, ...]:
+        """Up to `shuffle_variants` distinct packed orders of `reply`'s answers.
+
+        Reordering the answers of one reply is enough unless it was truncated: then each variant
+        is answered afresh, so different subsets of the answers get through, as in Mesos-DNS.
+        """
+        variants = {bytes(reply.pack())}
+        want = min(self._limits.shuffle_variants, math.factorial(min(len(reply.rr), 8)))
+        answers = list(reply.rr)
+        for _ in range(3 * want):
+            if len(variants) >= want:
+                break
+            if reply.header.tc:
+                variants.add(bytes(again().pack()))
+            else:
+                self._rng.shuffle(answers)
+                reply.rr = list(answers)
+                variants.add(bytes(reply.pack()))
+        return tuple(variants)
 
     def _ask_upstream(self, packet: bytes, *, tcp: bool) -> bytes:
         """The first resolver's reply over the client's protocol; SERVFAIL if none answers."""
@@ -441,6 +456,7 @@ class DnsServer:
             limit = reply_limit(query, tcp=tcp)
             if len(reply) <= limit:
                 return reply
-            return bytes(truncate(DNSRecord.parse(reply), limit, self._opts.set_truncate_bit).pack())
+            cut = truncate(DNSRecord.parse(reply), limit, self._opts.set_truncate_bit)
+            return bytes(cut.pack())
         except DNSError:
-            return reply[:12] if len(reply) > 512 and not tcp else reply
+            return reply            # not ours to judge: relay as received
