@@ -63,6 +63,7 @@ class ServerLimits:
     tcp_idle: float = 10.0           # seconds a TCP connection may sit idle
     max_tcp_query: int = 4096        # a length prefix above this closes the connection
     cache_entries: int = 100_000     # cached (question, transport) keys before a reset
+    udp_sockets: int = 4             # SO_REUSEPORT sockets, a thread each (see DnsServer)
     shuffle_variants: int = 8        # packed orders kept per multi-answer name
 
 
@@ -185,7 +186,7 @@ class DnsServer:
         self._forward_slots = threading.BoundedSemaphore(limits.forward_queue)
         self._tcp_slots = threading.BoundedSemaphore(limits.tcp_clients)
         self._pool: ThreadPoolExecutor | None = None
-        self._udp: socket.socket | None = None
+        self._udp: list[socket.socket] = []
         self._tcp: socket.socket | None = None
         self._threads: list[threading.Thread] = []
 
@@ -194,30 +195,29 @@ class DnsServer:
     def start(self) -> DnsServer:
         self._bind()
         self._pool = ThreadPoolExecutor(self._limits.forward_workers, "dns-forward")
-        for target, name in ((self._serve_udp, "dns-udp"), (self._serve_tcp, "dns-tcp")):
-            thread = threading.Thread(target=target, name=name, daemon=True)
+        loops = [(self._serve_udp, (sock,), "dns-udp") for sock in self._udp]
+        for target, args, name in [*loops, (self._serve_tcp, (), "dns-tcp")]:
+            thread = threading.Thread(target=target, args=args, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
         log.info("DNS on %s:%d (udp, tcp)", self.host, self.port)
         return self
 
     def stop(self) -> None:
-        if self._stopping.is_set() or self._udp is None:
+        if self._stopping.is_set() or self._tcp is None:
             return
         self._stopping.set()
-        wake = "127.0.0.1" if self.host in ("0.0.0.0", "") else \
-            "::1" if self.host == "::" else self.host
-        # Blocking recvfrom/accept do not wake on close(); poke each socket instead.
-        with socket.socket(_family(wake), socket.SOCK_DGRAM) as poke:
-            poke.sendto(b"", (wake, self.port))
-        try:
-            socket.create_connection((wake, self.port), timeout=1).close()
-        except OSError:
-            pass
+        # close() does not wake a blocked recvfrom/accept; on Linux shutdown() does, even for
+        # unconnected UDP sockets (which also report ENOTCONN).
+        for sock in [*self._udp, self._tcp]:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         for thread in self._threads:
             thread.join(timeout=5)
-        self._udp.close()
-        self._tcp.close()
+        for sock in [*self._udp, self._tcp]:
+            sock.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self) -> DnsServer:
@@ -231,30 +231,41 @@ class DnsServer:
         return self._counters.snapshot()
 
     def _bind(self) -> None:
+        """UDP and TCP on one port. Several UDP sockets share it (SO_REUSEPORT): the kernel
+        spreads clients over them by source address and port, so a flooding client fills its
+        own socket's queue and not the one other clients are answered from."""
         family = _family(self.host)
         for _ in range(20):     # port 0: the free UDP port may be taken for TCP; try another
-            udp = socket.socket(family, socket.SOCK_DGRAM)
-            udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-            udp.bind((self.host, self.port))
+            first = self._udp_socket(family, self.port)
+            port = first.getsockname()[1]
             tcp = socket.socket(family, socket.SOCK_STREAM)
             tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                tcp.bind((self.host, udp.getsockname()[1]))
+                tcp.bind((self.host, port))
             except OSError:
-                udp.close()
+                first.close()
                 tcp.close()
                 if self.port:
                     raise
                 continue
             tcp.listen(128)
-            self._udp, self._tcp, self.port = udp, tcp, udp.getsockname()[1]
+            others = [self._udp_socket(family, port)
+                      for _ in range(self._limits.udp_sockets - 1)]
+            self._udp, self._tcp, self.port = [first, *others], tcp, port
             return
         raise OSError("no free port for both UDP and TCP")
 
+    def _udp_socket(self, family: int, port: int) -> socket.socket:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        sock.bind((self.host, port))
+        return sock
+
     # -- UDP -------------------------------------------------------------------------------
 
-    def _serve_udp(self) -> None:
-        sock, limiter, count = self._udp, self._limiter, self._counters.add
+    def _serve_udp(self, sock: socket.socket) -> None:
+        limiter, count = self._limiter, self._counters.add
         while not self._stopping.is_set():
             try:
                 packet, source = sock.recvfrom(65535)
@@ -269,23 +280,23 @@ class DnsServer:
             try:
                 reply = self._reply(packet, tcp=False)
                 if reply == FORWARD:
-                    self._forward_udp(packet, source)
+                    self._forward_udp(sock, packet, source)
                 elif reply is not None:
                     sock.sendto(reply, source)
             except Exception:       # one bad query must not end the loop
                 log.exception("UDP query from %s", source)
                 count("servfail")
 
-    def _forward_udp(self, packet: bytes, source) -> None:
+    def _forward_udp(self, sock: socket.socket, packet: bytes, source) -> None:
         if not self._forward_slots.acquire(blocking=False):
             self._counters.add("dropped")
             return
-        self._pool.submit(self._relay_udp, packet, source)
+        self._pool.submit(self._relay_udp, sock, packet, source)
 
-    def _relay_udp(self, packet: bytes, source) -> None:
+    def _relay_udp(self, sock: socket.socket, packet: bytes, source) -> None:
         try:
             reply = self._ask_upstream(packet, tcp=False)
-            self._udp.sendto(reply, source)
+            sock.sendto(reply, source)
         except OSError:
             pass
         finally:
