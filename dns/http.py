@@ -65,7 +65,8 @@ def create_app(daemon: Any):
 
     @app.get("/health")
     def health() -> Response:
-        return json_response(health_body(daemon), 200 if daemon.follower.ready.is_set() else 503)
+        body = health_body(daemon)
+        return json_response(body, 200 if body["ready"] else 503)
 
     app.add_url_rule("/metrics", "metrics", lambda: metrics_response(daemon.metrics.render()))
     return app
@@ -73,7 +74,9 @@ def create_app(daemon: Any):
 
 def health_body(daemon: Any) -> dict[str, Any]:
     stats = daemon.follower.stats
-    return {"ready": daemon.follower.ready.is_set(),
+    # Ready: records built and, with DNS on, the DNS socket open (it opens after the build).
+    return {"ready": daemon.follower.ready.is_set() and (daemon.server is not None
+                                                          or not daemon.config.dns_on),
             "leader": stats.leader or None,
             "records_age_seconds": round(time.time() - stats.last_refresh, 3)
             if stats.last_refresh else None,
