@@ -3,12 +3,12 @@
     leader (masters list | zk://) --> GET /master/state --> records() --> .records (one assignment)
          \\-> event bus (ZeroMQ SUB) --> bus.Follower --> local fold | coalesced re-fetch
 
-Why a re-fetch and not deltas only: the master's `task_updated` event names the task, its agent
-and its new state, but not what records are made of (ports, DiscoveryInfo, labels, the RUNNING
-status's container IP). So the follower folds in locally only what it can know exactly — a
-task it already holds leaving TASK_RUNNING (its records simply go) — and for anything that adds
-records (a task reaching TASK_RUNNING, agents, frameworks) it marks its state stale and takes
-`/master/state` again. Fetches are coalesced: one thread owns the SUB socket and the state; it
+Deltas first: a Meseta master's `task_updated` event carries the task as `/master/state` shows
+it (ports, DiscoveryInfo, labels, statuses with their IPs), so the follower puts it into its copy
+of the state and rebuilds the records without asking the master anything. A task of a framework
+or agent it does not know yet, agents and frameworks coming and going, and masters whose events
+carry less (only the task's new state) mark the state stale and take `/master/state` again;
+with those, a task it already holds leaving TASK_RUNNING is still folded in locally. Fetches are coalesced: one thread owns the SUB socket and the state; it
 drains every queued frame, then fetches at most once; events already covered by the snapshot's
 bus position (epoch, seq) are skipped. A burst of 1,000 events therefore costs a handful of
 fetches, never 1,000, and a lone TASK_RUNNING is served one fetch after its event.
@@ -260,6 +260,13 @@ class StateFollower:
         return state
 
     def _apply_task(self, payload: dict) -> None:
+        if payload.get("task") is not None:      # a Meseta master sends the whole task
+            if self._upsert(payload.get("framework_id"), payload["task"]):
+                self.stats.local_updates += 1
+                self._dirty = True
+            else:
+                self._stale = True               # a framework or agent we do not know yet
+            return
         new_state = payload.get("state")
         task = self._tasks.get((payload.get("framework_id"), payload.get("task_id")))
         if new_state == TASK_RUNNING:
@@ -269,6 +276,25 @@ class StateFollower:
             task["state"] = new_state            # leaving RUNNING: its records just go
             self.stats.local_updates += 1
             self._dirty = True
+
+    def _upsert(self, framework_id: Optional[str], task: dict) -> bool:
+        """Put the task as the master now shows it into our copy of the state; False when its
+        framework or agent is not in that copy (then only a fetch brings them)."""
+        state = self._bus.state
+        framework = next((f for f in state.get("frameworks") or () if f.get("id") == framework_id),
+                         None)
+        agents = {a.get("id") for a in state.get("slaves") or ()}
+        if framework is None or task.get("slave_id") not in agents:
+            return False
+        key = (framework_id, task.get("id"))
+        known = self._tasks.get(key)
+        if known is not None:
+            known.clear()
+            known.update(task)
+        else:
+            framework.setdefault("tasks", []).append(task)
+            self._tasks[key] = task
+        return True
 
     def _rebuild(self) -> None:
         state = self._bus.state

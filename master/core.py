@@ -23,6 +23,7 @@ from meseta.master import allocation
 from meseta.master.model import (MAX_COMPLETED_FRAMEWORKS, Agent, Framework, OfferRecord,
                                  StatusRecord, Task, add_to, take_from)
 from meseta.master.validation import validate_launch
+from meseta.master.views import task_json
 from meseta.proto import valid_id
 from meseta.resources import Resources
 
@@ -768,9 +769,12 @@ def _invalid_framework(info: proto.FrameworkInfo) -> str:
 
 
 def _task_event(task: Task, agent: Agent | None) -> dict:
+    """`task_updated`: the task as `/master/state` shows it (ports, discovery, labels, statuses
+    with their IPs), so a follower such as the DNS keeps its copy of the state without
+    fetching `/master/state` again."""
     return {"task_id": task.id, "framework_id": task.framework_id, "agent_id": task.agent_id,
             "name": task.info.name, "state": task.state,
-            "hostname": agent.hostname if agent else None}
+            "hostname": agent.hostname if agent else None, "task": task_json(task)}
 
 
 def new_master_id() -> str:
