@@ -39,7 +39,14 @@ unit: venv
 integration: venv
 	$(PY) -m pytest -q tests/integration
 
-bench: venv
+bench: venv debs
+	@for p in dnsperf dnsmasq; do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 	$(PY) bench/run.py
 
 clean:
