@@ -369,7 +369,9 @@ class DnsServer:
                 if len(cache) >= self._limits.cache_entries:
                     cache.clear()
                 cache[key] = entry
-        kind, variants = entry
+        kind, variants = entry[0], entry[1]
+        if len(entry) > 2 and len(variants) < entry[3]:
+            variants.append(entry[2]())       # one more shuffled order, built on a later hit
         self._counters.add(kind)
         if kind == FORWARD:
             return FORWARD
@@ -379,8 +381,10 @@ class DnsServer:
             else variants[0]
         return packet[:2] + variant[2:]
 
-    def _build(self, packet: bytes, records, tcp: bool) -> tuple[str, tuple[bytes, ...]] | None:
-        """(kind, packed variants) for a query the cache does not know, or None to drop it."""
+    def _build(self, packet: bytes, records, tcp: bool) -> tuple | None:
+        """The cache entry of a query it does not know, or None to drop it:
+        `(kind, packed variants)`, or `(kind, [first], another, how many)` for a reply whose
+        answers get shuffled."""
         try:
             query = DNSRecord.parse(packet)
         except (DNSError, ValueError, IndexError, struct.error):
@@ -403,28 +407,32 @@ class DnsServer:
                 return FORWARD, ()
             return REFUSED, (bytes(error_reply(query, RCODE.REFUSED).pack()),)
         kind = NXDOMAIN if first.header.rcode == RCODE.NXDOMAIN else ANSWERED
-        return kind, self._variants(first, lambda: answer(query, records, self._opts, self._rng,
-                                                          tcp=tcp))
+        want = min(self._limits.shuffle_variants, math.factorial(min(len(first.rr), 8)))
+        packed = [bytes(first.pack())]
+        if want <= 1:
+            return kind, packed
+        return kind, packed, self._shuffler(first, lambda: answer(
+            query, records, self._opts, self._rng, tcp=tcp)), want
 
-    def _variants(self, reply: DNSRecord, again: Callable[[], DNSRecord]) -> tuple[bytes, ...]:
-        """Up to `shuffle_variants` distinct packed orders of `reply`'s answers.
+    def _shuffler(self, reply: DNSRecord, again: Callable[[], DNSRecord]) -> Callable[[], bytes]:
+        """Packs another order of `reply`'s answers (up to `shuffle_variants` are kept per name).
 
-        Reordering the answers of one reply is enough unless it was truncated: then each variant
-        is answered afresh, so different subsets of the answers get through, as in Mesos-DNS.
+        Only the first order is packed on a miss, so the first answer after a record set
+        changes costs one pack, not eight (a name with hundreds of SRV targets takes
+        milliseconds per pack); later hits add the others, one each. Reordering the answers
+        of one reply is enough unless it was truncated: then each order is answered afresh,
+        so different subsets of the answers get through, as in Mesos-DNS.
         """
-        variants = {bytes(reply.pack())}
-        want = min(self._limits.shuffle_variants, math.factorial(min(len(reply.rr), 8)))
         answers = list(reply.rr)
-        for _ in range(3 * want):
-            if len(variants) >= want:
-                break
+
+        def another() -> bytes:
             if reply.header.tc:
-                variants.add(bytes(again().pack()))
-            else:
-                self._rng.shuffle(answers)
-                reply.rr = list(answers)
-                variants.add(bytes(reply.pack()))
-        return tuple(variants)
+                return bytes(again().pack())
+            order = list(answers)
+            self._rng.shuffle(order)
+            return bytes(DNSRecord(header=reply.header, questions=reply.questions, rr=order,
+                                   auth=reply.auth, ar=reply.ar).pack())
+        return another
 
     def _ask_upstream(self, packet: bytes, *, tcp: bool) -> bytes:
         """The first resolver's reply over the client's protocol; SERVFAIL if none answers."""
