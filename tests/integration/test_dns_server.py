@@ -12,32 +12,18 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import dnslib
 import pytest
 from dnslib import QTYPE, RCODE, RR, DNSRecord
 
 from meseta.dns.answer import AnswerOptions
+from meseta.dns.records import RecordSet
 from meseta.dns.server import DnsServer, ServerLimits
 
-FIXTURES = Path("/work/shared/mesos-dns-fixtures")
+FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "mesos-dns-fixtures"
 OPTS = AnswerOptions(recurse_on=False)
-
-
-@dataclass(frozen=True)
-class RecordSet:
-    """Stand-in with the shape of meseta.dns.records.RecordSet."""
-
-    domain: str
-    a: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    aaaa: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    srv: Mapping[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)
-
-    def names(self) -> set[str]:
-        return set(self.a) | set(self.aaaa) | set(self.srv)
 
 
 def make_records() -> RecordSet:

@@ -4,35 +4,21 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import dnslib
 import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 
 from meseta.dns.answer import AnswerOptions, answer, in_domain, reply_limit, truncate
+from meseta.dns.records import RecordSet
 
-FIXTURES = Path("/work/shared/mesos-dns-fixtures")
+FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "mesos-dns-fixtures"
 EXPECTED = json.loads((FIXTURES / "expected-responses.json").read_text())["responses"]
 
 # The resolver_test fakeDNS setup: RecurseOn=false, TTL 60, SOA names without trailing dots.
 FAKE_DNS = AnswerOptions(ttl=60, recurse_on=False, soa_mname="ns1.mesos",
                          soa_rname="root.ns1.mesos", soa_serial=0)
-
-
-@dataclass(frozen=True)
-class RecordSet:
-    """Stand-in with the shape of meseta.dns.records.RecordSet (answer only reads these)."""
-
-    domain: str
-    a: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    aaaa: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    srv: Mapping[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)
-
-    def names(self) -> set[str]:
-        return set(self.a) | set(self.aaaa) | set(self.srv)
 
 
 def make_records(variant: str = "resolver_fakeDNS") -> RecordSet:

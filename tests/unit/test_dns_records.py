@@ -18,7 +18,7 @@ from meseta.dns.records import (EMPTY, Lookup, RecordSet, hash_string, literal_i
 from meseta.master import views
 from meseta.testing import MasterHarness, make_task
 
-FIXTURES = Path("/work/shared/mesos-dns-fixtures")
+FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "mesos-dns-fixtures"
 FAKE = json.loads((FIXTURES / "fake.json").read_text())
 EXPECTED = json.loads((FIXTURES / "expected-records.json").read_text())
 VARIANTS = EXPECTED["variants"]

@@ -19,8 +19,9 @@ from meseta.master.core import Master
 from meseta.master.model import StatusRecord
 from meseta.resources import Resources, parse_attributes
 
-FAKE_JSON = Path("/work/shared/mesos-dns-fixtures/fake.json")
-EXPECTED_RECORDS = Path("/work/shared/mesos-dns-fixtures/expected-records.json")
+FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "mesos-dns-fixtures"
+FAKE_JSON = FIXTURES / "fake.json"
+EXPECTED_RECORDS = FIXTURES / "expected-records.json"
 
 TOP_KEYS = {
     "version", "build_date", "build_time", "build_user", "start_time", "elected_time", "id",
