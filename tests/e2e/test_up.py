@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def test_meseta_up_runs_frameworks_and_marathon_and_stops_cleanly_on_ctrl_c(tmp_path):
     port = free_port()
-    while any(c.laddr.port in (port + 1, port + 2, port + 3030)
+    while any(c.laddr.port in (port + 1, port + 2, port + 48, port + 3030)
               for c in psutil.net_connections("tcp")):
         port = free_port()
     up = subprocess.Popen([sys.executable, "-m", "meseta.cli", "up", "--agents", "2",
