@@ -311,10 +311,13 @@ class MarathonService:
         return self._call(read)
 
     def app_version(self, app_id: PathId, version: str) -> AppDefinition:
-        app = self.store.app_at(app_id, version)
-        if app is None:
-            raise UnknownId(f"App '{app_id}' does not exist in version {version}")
-        return app
+        # on the loop, as every store call: the store's index is the loop's to change
+        def read(_core: MarathonCore) -> AppDefinition:
+            app = self.store.app_at(app_id, version)
+            if app is None:
+                raise UnknownId(f"App '{app_id}' does not exist in version {version}")
+            return app
+        return self._call(read)
 
     def group_versions(self, group_id: PathId) -> list[str]:
         def read(core: MarathonCore) -> list[str]:
@@ -324,11 +327,13 @@ class MarathonService:
         return self._call(read)
 
     def group_version(self, group_id: PathId, version: str) -> Group:
-        root = self.store.root_at(version)
-        group = find_group(root, group_id) if root is not None else None
-        if group is None:
-            raise UnknownId(f"Group '{group_id}' does not exist in version {version}")
-        return group
+        def read(_core: MarathonCore) -> Group:
+            root = self.store.root_at(version)
+            group = find_group(root, group_id) if root is not None else None
+            if group is None:
+                raise UnknownId(f"Group '{group_id}' does not exist in version {version}")
+            return group
+        return self._call(read)
 
     def _has_group(self, version: str, group_id: PathId) -> bool:
         if group_id.is_root:

@@ -116,6 +116,10 @@ def test_group_with_dependencies_deploys_in_order(marathon):
     assert all(started["api"][0]["startedAt"] <= t["stagedAt"] for t in started["web"])
     names = {t["id"].split(".instance-")[0] for ts in started.values() for t in ts}
     assert names == {"shop_db", "shop_api", "shop_web"}
+    [version] = marathon.get("/v2/groups/shop/versions")           # a bare array, as Marathon
+    assert [a["id"] for a in marathon.get(f"/v2/groups/shop/versions/{version}")["apps"]] == \
+        ["/shop/api", "/shop/db", "/shop/web"]
+    assert marathon.call("GET", "/v2/groups/shop/versions/2001-01-01T00:00:00.000Z")[0] == 404
 
     status, _, _ = marathon.call("DELETE", "/v2/groups/shop")
     assert status == 200
