@@ -139,17 +139,20 @@ class MarathonDaemon:
     def _export_metrics(self) -> None:
         service = self.service
 
-        def snapshot() -> dict[str, float]:
+        def figures() -> dict[str, float]:      # on the loop: the core is its state
             core = service.core
             if core is None:
                 return {"marathon/leader": 0.0}
             return {**core.checks.tracker.stats(),
                     "marathon/leader": 1.0,
-                    "marathon/apps": float(sum(1 for _ in core.root_apps())),
+                    "marathon/apps": float(len(core.root_apps())),
                     "marathon/deployments": float(len(core.deployments)),
                     "marathon/instances": float(len(core.instances)),
                     "marathon/instances_running": float(sum(
-                        1 for i in list(core.instances.values()) if i.running))}
+                        1 for i in core.instances.values() if i.running))}
+
+        def snapshot() -> dict[str, float]:
+            return service.loop.call(figures, timeout=5)
         self.metrics.export_snapshot(snapshot)
 
     def stop(self) -> None:

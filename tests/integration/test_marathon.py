@@ -135,4 +135,4 @@ def test_flags_version_health_and_metrics(marathon):
     assert status == 200
     with urllib.request.urlopen(marathon.url + "/metrics", timeout=5) as resp:
         text = resp.read().decode()
-    assert "meseta_marathon" in text
+    assert "meseta_marathon_leader 1.0" in text and "meseta_marathon_apps 0.0" in text
