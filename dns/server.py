@@ -8,7 +8,8 @@ Data flow for one query (same on UDP and TCP):
 
     packet -> cache key (question bytes, RD, EDNS size, transport)
         hit  -> one of the packed reply variants, the query's 2-byte id patched in
-        miss -> dnslib parse -> answer() -> pack a few shuffled variants -> cache
+        miss -> dnslib parse -> wire.pack_reply (answer(), packed) -> cache; later hits
+                add up to `shuffle_variants` more shuffled orders, one per hit
              -> None (not our domain) -> forward to the resolvers over the client's protocol,
                                          or REFUSED when forwarding is off
 
@@ -36,7 +37,8 @@ from typing import Callable, Sequence
 
 from dnslib import RCODE, DNSError, DNSRecord
 
-from meseta.dns.answer import AnswerOptions, answer, error_reply, reply_limit, truncate
+from meseta.dns.answer import AnswerOptions, error_reply, reply_limit, truncate
+from meseta.dns.wire import packed_reply
 
 log = logging.getLogger(__name__)
 
@@ -401,38 +403,16 @@ class DnsServer:
             return "malformed", (bytes(error_reply(query, RCODE.NOTIMP).pack()),)
         if records is None:                 # no complete record set yet: serve nothing
             return "servfail", (bytes(error_reply(query, RCODE.SERVFAIL).pack()),)
-        first = answer(query, records, self._opts, self._rng, tcp=tcp)
-        if first is None:
+        reply = packed_reply(query, records, self._opts, self._rng, tcp=tcp)
+        if reply is None:
             if self._forward:
                 return FORWARD, ()
             return REFUSED, (bytes(error_reply(query, RCODE.REFUSED).pack()),)
-        kind = NXDOMAIN if first.header.rcode == RCODE.NXDOMAIN else ANSWERED
-        want = min(self._limits.shuffle_variants, math.factorial(min(len(first.rr), 8)))
-        packed = [bytes(first.pack())]
+        kind = NXDOMAIN if reply.rcode == RCODE.NXDOMAIN else ANSWERED
+        want = min(self._limits.shuffle_variants, math.factorial(min(reply.answers, 8)))
         if want <= 1:
-            return kind, packed
-        return kind, packed, self._shuffler(first, lambda: answer(
-            query, records, self._opts, self._rng, tcp=tcp)), want
-
-    def _shuffler(self, reply: DNSRecord, again: Callable[[], DNSRecord]) -> Callable[[], bytes]:
-        """Packs another order of `reply`'s answers (up to `shuffle_variants` are kept per name).
-
-        Only the first order is packed on a miss, so the first answer after a record set
-        changes costs one pack, not eight (a name with hundreds of SRV targets takes
-        milliseconds per pack); later hits add the others, one each. Reordering the answers
-        of one reply is enough unless it was truncated: then each order is answered afresh,
-        so different subsets of the answers get through, as in Mesos-DNS.
-        """
-        answers = list(reply.rr)
-
-        def another() -> bytes:
-            if reply.header.tc:
-                return bytes(again().pack())
-            order = list(answers)
-            self._rng.shuffle(order)
-            return bytes(DNSRecord(header=reply.header, questions=reply.questions, rr=order,
-                                   auth=reply.auth, ar=reply.ar).pack())
-        return another
+            return kind, [reply.data]
+        return kind, [reply.data], reply.another, want
 
     def _ask_upstream(self, packet: bytes, *, tcp: bool) -> bytes:
         """The first resolver's reply over the client's protocol; SERVFAIL if none answers."""

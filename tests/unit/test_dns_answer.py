@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import random
 from pathlib import Path
@@ -9,9 +10,13 @@ from pathlib import Path
 import dnslib
 import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from meseta.dns.answer import AnswerOptions, answer, in_domain, reply_limit, truncate
+from meseta.dns import wire
 from meseta.dns.records import RecordSet
+from meseta.dns.wire import pack_reply
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "mesos-dns-fixtures"
 EXPECTED = json.loads((FIXTURES / "expected-responses.json").read_text())["responses"]
@@ -227,3 +232,135 @@ def test_a_query_with_two_questions_is_formerr():
     query = DNSRecord.question("leader.mesos.")
     query.add_question(dnslib.DNSQuestion("master.mesos."))
     assert answer(query, RECORDS, FAKE_DNS, random.Random(0)).header.rcode == RCODE.FORMERR
+
+
+# --------------------------------------------------------------------------- wire.pack_reply
+
+QTYPES = ("A", "AAAA", "SRV", "ANY", "SOA", "NS", "TXT", "MX")
+
+
+def both(name: str, qtype: str, records: RecordSet, *, opts: AnswerOptions = FAKE_DNS,
+         tcp: bool = False, edns: int | None = None, seed: int = 7) -> tuple[bytes, bytes]:
+    """(dnslib's packing of answer(), pack_reply) for one query, with the same random draws."""
+    query = DNSRecord.question(name, qtype)
+    query.header.id = 4242
+    if edns is not None:
+        query.add_ar(dnslib.EDNS0(udp_len=edns))
+    query = DNSRecord.parse(query.pack())
+    reply = answer(query, records, opts, random.Random(seed), tcp=tcp)
+    expected = None if reply is None else bytes(reply.pack())
+    return expected, pack_reply(query, records, opts, random.Random(seed), tcp=tcp)
+
+
+@pytest.mark.parametrize("case", EXPECTED, ids=[f"{c['Q']}{c['T']}" for c in EXPECTED])
+def test_every_fixture_query_packs_the_same(case):
+    expected, packed = both(case["Q"], case["T"], RECORDS)
+    assert packed == expected
+
+
+@pytest.mark.parametrize("qtype", QTYPES)
+@pytest.mark.parametrize("name", sorted(RECORDS.names())[:60] + ["missing.mesos.", "mesos.",
+                                                                   "example.com.", "Leader.MESOS."])
+def test_every_fixture_name_and_type_packs_the_same(name, qtype):
+    for tcp, edns in ((False, None), (True, None), (False, 1232)):
+        expected, packed = both(name, qtype, RECORDS, tcp=tcp, edns=edns)
+        assert packed == expected, (name, qtype, tcp, edns)
+
+
+@pytest.mark.parametrize("count", [1, 14, 30, 200])
+@pytest.mark.parametrize("qtype, tcp, edns", [
+    ("SRV", False, None), ("SRV", False, 1232), ("SRV", True, None),
+    ("A", False, None), ("A", False, 4096), ("A", True, None)])
+def test_big_answers_and_truncation_pack_the_same(count, qtype, tcp, edns):
+    name = "app.mesos." if qtype == "A" else "_app._tcp.mesos."
+    for opts in (FAKE_DNS, AnswerOptions(set_truncate_bit=False, ttl=0, srv_weight=5)):
+        expected, packed = both(name, qtype, big_records(count), opts=opts, tcp=tcp, edns=edns)
+        assert packed == expected
+
+
+def test_pointers_never_point_past_16383():
+    """dnslib masks a pointer to an offset past 14 bits (pointing into the wrong place); ours
+    are left uncompressed there, and the reply reads back whole."""
+    records = big_records(400)
+    packed = pack_reply(DNSRecord.parse(DNSRecord.question("_app._tcp.mesos.", "SRV").pack()),
+                        records, FAKE_DNS, random.Random(1), tcp=True)
+    assert len(packed) > 16384
+    reply = DNSRecord.parse(packed)
+    assert sorted((str(rr.rdata.target), rr.rdata.port) for rr in reply.rr) == \
+        sorted(records.srv["_app._tcp.mesos."])
+    assert {str(rr.rname) for rr in reply.ar} == {target for target, _ in
+                                                  records.srv["_app._tcp.mesos."]}
+    assert all(str(rr.rdata) == records.a[str(rr.rname)][0] for rr in reply.ar)
+
+
+LABEL = st.text("abcxyz019-_", min_size=1, max_size=12)
+NAME = st.builds(lambda parts: ".".join(parts) + ".mesos.", st.lists(LABEL, min_size=1, max_size=3))
+IPV4 = st.builds(lambda n: f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}",
+                 st.integers(0, 2**24 - 1))
+IPV6 = st.builds(lambda n: str(ipaddress.IPv6Address((0xFD << 120) + n)), st.integers(0, 2**64))
+
+
+@st.composite
+def record_sets(draw):
+    names = draw(st.lists(NAME, min_size=1, max_size=8, unique=True))
+    a = {n: tuple(draw(st.lists(IPV4, min_size=1, max_size=4, unique=True)))
+         for n in names if draw(st.booleans())}
+    aaaa = {n: tuple(draw(st.lists(IPV6, min_size=1, max_size=3, unique=True)))
+            for n in names if draw(st.booleans())}
+    srv = {"_" + n: tuple(draw(st.lists(st.tuples(st.sampled_from(names + [n.upper()]),
+                                                  st.integers(0, 65535)),
+                                        min_size=1, max_size=40, unique=True)))
+           for n in names if draw(st.booleans())}
+    return RecordSet("mesos", a, aaaa, srv)
+
+
+@settings(max_examples=200, deadline=None)
+@given(records=record_sets(), pick=st.integers(0, 1000), qtype=st.sampled_from(QTYPES),
+       tcp=st.booleans(), edns=st.sampled_from([None, 512, 700, 1232]), seed=st.integers(0, 99),
+       upper=st.booleans(), truncate_bit=st.booleans())
+def test_random_record_sets_pack_the_same(records, pick, qtype, tcp, edns, seed, upper,
+                                          truncate_bit):
+    names = sorted(records.names()) + ["missing.mesos."]
+    name = names[pick % len(names)]
+    opts = AnswerOptions(ttl=pick % 120, srv_weight=pick % 3, set_truncate_bit=truncate_bit)
+    expected, packed = both(name.upper() if upper else name, qtype, records, opts=opts, tcp=tcp,
+                            edns=edns, seed=seed)
+    assert packed == expected
+
+
+def test_the_fast_path_is_taken_for_srv():
+    """The point of the module: an SRV reply is written without dnslib's RR objects."""
+    calls = []
+    records = big_records(20)
+    query = DNSRecord.parse(DNSRecord.question("_app._tcp.mesos.", "SRV").pack())
+    original = wire.answer
+    wire.answer = lambda *args, **kwargs: calls.append(args) or original(*args, **kwargs)
+    try:
+        assert pack_reply(query, records, FAKE_DNS, random.Random(0)) is not None
+    finally:
+        wire.answer = original
+    assert calls == []
+    assert QTYPE.SRV in {rr.rtype for rr in DNSRecord.parse(
+        pack_reply(query, records, FAKE_DNS, random.Random(0))).rr}
+
+
+@pytest.mark.parametrize("name, tcp", [("_app._tcp.mesos.", True), ("_APP._tcp.mesos.", True),
+                                       ("app.mesos.", True), ("_app._tcp.mesos.", False)])
+def test_another_order_holds_the_same_records(name, tcp):
+    """Reshuffled pieces (lower-case question, untruncated) or a fresh answer otherwise: the
+    same header, question and records; over UDP a truncated subset that still fits."""
+    qtype = "A" if name == "app.mesos." else "SRV"
+    query = DNSRecord.parse(DNSRecord.question(name, qtype).pack())
+    reply = wire.packed_reply(query, big_records(30), FAKE_DNS, random.Random(3), tcp=tcp)
+    first = DNSRecord.parse(reply.data)
+    orders = set()
+    for _ in range(10):
+        other = DNSRecord.parse(reply.another())
+        assert (other.header.tc, len(other.rr), other.q) == (first.header.tc, len(first.rr), first.q)
+        assert sorted(map(zone_line, other.ar)) == sorted(map(zone_line, first.ar))
+        orders.add(tuple(map(zone_line, other.rr)))
+        if tcp:
+            assert sorted(map(zone_line, other.rr)) == sorted(map(zone_line, first.rr))
+        else:
+            assert len(reply.another()) <= 512
+    assert len(orders) > 1
