@@ -26,6 +26,7 @@ from meseta import __version__
 from meseta.dns import config as dns_config
 from meseta.dns.answer import AnswerOptions
 from meseta.dns.follower import FollowOptions, StateFollower
+from meseta.dns.incremental import RecordBook
 from meseta.http import HttpServer
 from meseta.log import get_logger
 from meseta.metrics import Registry
@@ -58,7 +59,7 @@ class DnsDaemon:
             FollowOptions(masters=tuple(config.masters), zk=config.zk,
                           refresh_seconds=float(config.refresh_seconds),
                           state_timeout=float(config.state_timeout_seconds)),
-            lambda state, leader: dns_records.records(state, config, leader, lookup),
+            lambda state, leader: RecordBook(state, config, leader, lookup),
             dns_records.EMPTY)
         self.metrics = Registry("meseta_dns")
         self.metrics.registry.register(_DnsCollector(self))

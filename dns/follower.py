@@ -1,17 +1,20 @@
 """Keeps the current RecordSet fresh by following the leading master.
 
-    leader (masters list | zk://) --> GET /master/state --> records() --> .records (one assignment)
-         \\-> event bus (ZeroMQ SUB) --> bus.Follower --> local fold | coalesced re-fetch
+    leader (masters list | zk://) --> GET /master/state --> RecordBook --> .records (one assignment)
+         \\-> event bus (ZeroMQ SUB) --> bus.Follower --> fold a task into the book | re-fetch
 
 Deltas first: a Meseta master's `task_updated` event carries the task as `/master/state` shows
 it (ports, DiscoveryInfo, labels, statuses with their IPs), so the follower puts it into its copy
-of the state and rebuilds the records without asking the master anything. A task of a framework
+of the state and folds it into the book (`incremental.RecordBook`: only that task's records are
+redone, the result equal to a full `records()` generation) without asking the master anything;
+a change that touches no record (STAGING -> STARTING) publishes nothing. A task of a framework
 or agent it does not know yet, agents and frameworks coming and going, and masters whose events
-carry less (only the task's new state) mark the state stale and take `/master/state` again;
-with those, a task it already holds leaving TASK_RUNNING is still folded in locally. Fetches are coalesced: one thread owns the SUB socket and the state; it
-drains every queued frame, then fetches at most once; events already covered by the snapshot's
-bus position (epoch, seq) are skipped. A burst of 1,000 events therefore costs a handful of
-fetches, never 1,000, and a lone TASK_RUNNING is served one fetch after its event.
+carry less (only the task's new state) mark the state stale and take `/master/state` again (a
+new book); with those, a task it already holds leaving TASK_RUNNING is still folded in locally.
+Fetches are coalesced: one thread owns the SUB socket and the state; it drains every queued
+frame, then fetches at most once; events already covered by the snapshot's bus position (epoch,
+seq) are skipped. A burst of 1,000 events therefore costs a handful of fetches, never 1,000, and
+a lone TASK_RUNNING is served one fetch after its event.
 
 Gaps and epoch changes resync (bus.Follower). The master unreachable: the last good records keep
 being served, and the leader is looked for again with a capped backoff. Every `refresh_seconds`
@@ -37,6 +40,7 @@ import zmq
 
 from meseta import detector, proto
 from meseta.bus import Follower
+from meseta.dns.incremental import RecordBook
 from meseta.log import get_logger
 
 log = get_logger("meseta.dns.follower")
@@ -81,14 +85,16 @@ class FollowStats:
 class StateFollower:
     """Owns one thread; `.records` is the current RecordSet (`empty` until the first build).
 
-    `build(state, leader)` must be pure (records.records with the config bound)."""
+    `book(state, leader)` makes an `incremental.RecordBook` of a state (the config bound): it
+    is made once per snapshot, and task events are folded into it."""
 
-    def __init__(self, options: FollowOptions, build: Callable[[dict, Optional[str]], Any],
+    def __init__(self, options: FollowOptions, book: Callable[[dict, Optional[str]], RecordBook],
                  empty: Any) -> None:
         if not options.masters and not options.zk:
             raise ValueError("give masters (host:port list) or zk (zk://...) to find the master")
         self.options = options
-        self._build = build
+        self._make_book = book
+        self._book: Optional[RecordBook] = None  # the records of the state we hold
         self.records: Any = empty
         self.ready = threading.Event()           # set after the first complete build
         self.stats = FollowStats()
@@ -105,7 +111,7 @@ class StateFollower:
         self._sub_endpoint = ""
         self._bus = Follower(self._snapshot, self._apply)
         self._stale = False                      # set by _apply: the state must be fetched
-        self._dirty = False                      # set by _apply: rebuild from the held state
+        self._dirty = False                      # set by _apply: the book has new records
         self._tasks: dict[tuple[Any, Any], dict] = {}   # (framework id, task id) -> task in state
 
     # -- lifecycle (any thread) -----------------------------------------------------------------
@@ -245,6 +251,9 @@ class StateFollower:
         self._tasks = {(framework.get("id"), task.get("id")): task
                        for framework in state.get("frameworks") or ()
                        for task in framework.get("tasks") or ()}
+        started = time.perf_counter()
+        self._book = self._make_book(state, state.get("leader") or None)
+        self.stats.last_build_seconds = time.perf_counter() - started
         bus = (state.get("meseta") or {}).get("event_bus") or {}
         self.stats.epoch, self.stats.seq = bus.get("epoch", ""), int(bus.get("seq", 0))
         return state, bus.get("epoch"), int(bus.get("seq", 0))
@@ -260,10 +269,10 @@ class StateFollower:
         return state
 
     def _apply_task(self, payload: dict) -> None:
+        framework_id = payload.get("framework_id")
         if payload.get("task") is not None:      # a Meseta master sends the whole task
-            if self._upsert(payload.get("framework_id"), payload["task"]):
-                self.stats.local_updates += 1
-                self._dirty = True
+            if self._upsert(framework_id, payload["task"]):
+                self._fold(framework_id, payload["task"])
             else:
                 self._stale = True               # a framework or agent we do not know yet
             return
@@ -274,7 +283,19 @@ class StateFollower:
                 self._stale = True               # ports, IPs and labels come with the state
         elif task is not None and task.get("state") == TASK_RUNNING:
             task["state"] = new_state            # leaving RUNNING: its records just go
+            self._fold(framework_id, task)
+
+    def _fold(self, framework_id: Optional[str], task: dict) -> None:
+        """The task into the book; STAGING -> STARTING, say, changes no record."""
+        if self._stale or self._book is None:
+            return                               # a fetch is coming: the book is rebuilt anyway
+        started = time.perf_counter()
+        changed = self._book.upsert_task(framework_id, task)
+        if changed is None:
+            self._stale = True
+        elif changed:
             self.stats.local_updates += 1
+            self.stats.last_build_seconds = time.perf_counter() - started
             self._dirty = True
 
     def _upsert(self, framework_id: Optional[str], task: dict) -> bool:
@@ -297,11 +318,8 @@ class StateFollower:
         return True
 
     def _rebuild(self) -> None:
-        state = self._bus.state
-        started = time.perf_counter()
-        records = self._build(state, state.get("leader") or None)
+        records = self._book.records
         self.records = records                   # the one swap readers see
-        self.stats.last_build_seconds = time.perf_counter() - started
         self.stats.rebuilds += 1
         self.stats.last_refresh = time.time()
         if not self.ready.is_set():

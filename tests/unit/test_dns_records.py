@@ -4,14 +4,18 @@ from `fake.json` in 8 configurations, its `/v1/enumerate` body, the records its 
 """
 from __future__ import annotations
 
+import copy
 import json
 import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from meseta import proto
 from meseta.dns.config import DnsConfig
+from meseta.dns.incremental import RecordBook
 from meseta.dns.labels import domain_frag, rfc952, rfc1123
 from meseta.dns.records import (EMPTY, Lookup, RecordSet, hash_string, literal_ips, parse_ports,
                                 records)
@@ -377,3 +381,93 @@ def test_ten_thousand_tasks_well_under_a_second():
     assert len(rs.srv["_app7-group._tcp.marathon.mesos."]) == 20 * 2    # 20 tasks, 2 ports
     assert len(rs.a["app7-group.marathon.mesos."]) == 2                 # on 2 agents
     assert elapsed < 1.0, f"{elapsed:.2f}s for 10,000 tasks"
+
+
+# --------------------------------------------------------------------------- incremental.RecordBook
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_a_book_of_every_fixture_variant_is_the_full_generation(name):
+    variant = VARIANTS[name]
+    book = RecordBook(FAKE, variant_config(variant), variant["leader"], LOOKUP)
+    assert book.records == generate(name)
+    assert book.records.to_enumerate() == generate(name).to_enumerate()
+
+
+FIXTURE_TASKS = [task for framework in FAKE["frameworks"] for task in framework.get("tasks") or ()]
+STATES = ("TASK_RUNNING", "TASK_RUNNING", "TASK_STAGING", "TASK_KILLED")
+
+# One change: (framework index, template task index, existing task pick or None for a new task,
+# state, slave pick, port shift, rename).
+CHANGE = st.tuples(st.integers(0, 3), st.integers(0, len(FIXTURE_TASKS) - 1),
+                   st.one_of(st.none(), st.integers(0, 99)), st.sampled_from(STATES),
+                   st.integers(0, 4), st.integers(0, 2), st.booleans())
+
+
+def changed_task(template: dict, state: dict, change, serial: int) -> dict:
+    _, _, _, task_state, slave, shift, rename = change
+    task = copy.deepcopy(template)
+    task["state"] = task_state
+    slaves = [s["id"] for s in state["slaves"]] + ["unknown-agent"]
+    task["slave_id"] = slaves[slave % len(slaves)]
+    if shift:
+        ports = parse_ports(task["resources"].get("ports") or "")
+        task["resources"]["ports"] = "[" + ", ".join(f"{p + shift}-{p + shift}" for p in ports) + "]"
+    if rename:
+        task["name"] = f"renamed{serial % 3}"
+    return task
+
+
+@settings(max_examples=120, deadline=None)
+@given(variant=st.sampled_from(sorted(VARIANTS)), held_back=st.sets(st.integers(0, 9)),
+       changes=st.lists(CHANGE, max_size=12))
+def test_folding_task_changes_into_a_book_equals_generating_again(variant, held_back, changes):
+    """Random task changes, each applied as the DNS follower applies a task_updated event
+    (a new task appended to its framework, a known one replaced in place), folded into the
+    book: after each one the book's records are exactly a full generation's."""
+    config, leader = variant_config(VARIANTS[variant]), VARIANTS[variant]["leader"]
+    state = copy.deepcopy(FAKE)
+    for framework in state["frameworks"]:
+        framework["tasks"] = [t for t in framework.get("tasks") or ()
+                              if FIXTURE_TASKS.index(next(f for f in FIXTURE_TASKS
+                                                          if f["id"] == t["id"])) not in held_back]
+    book = RecordBook(state, config, leader, LOOKUP)
+    assert book.records == records(state, config, leader, LOOKUP)
+    for serial, change in enumerate(changes):
+        framework = state["frameworks"][change[0]]
+        tasks = framework.setdefault("tasks", [])
+        pick = change[2]
+        if pick is None or not tasks:
+            task = changed_task(FIXTURE_TASKS[change[1]], state, change, serial)
+            task["id"] = f"{task['id']}.{serial}"
+            tasks.append(task)
+        else:
+            # The fixture repeats task ids in a framework: the follower (and the book) take
+            # the last task of that id.
+            known = [t for t in tasks if t["id"] == tasks[pick % len(tasks)]["id"]][-1]
+            task = changed_task(known, state, change, serial)
+            known.clear()
+            known.update(task)
+        before = book.records
+        changed = book.upsert_task(framework["id"], copy.deepcopy(task))
+        expected = records(state, config, leader, LOOKUP)
+        assert book.records == expected
+        assert book.records.to_enumerate() == expected.to_enumerate()
+        assert changed == (book.records is not before)
+        if not changed:
+            assert before == expected
+
+
+def test_a_book_refuses_a_task_of_a_framework_it_does_not_hold():
+    book = RecordBook(FAKE, DnsConfig(), lookup=LOOKUP)
+    assert book.upsert_task("another framework", dict(FIXTURE_TASKS[0])) is None
+
+
+def test_a_task_that_does_not_change_its_records_leaves_the_record_set_alone():
+    state = copy.deepcopy(FAKE)
+    book = RecordBook(state, DnsConfig(), lookup=LOOKUP)
+    before = book.records
+    staging = dict(FIXTURE_TASKS[0], id="new-one", state="TASK_STAGING")
+    assert book.upsert_task(state["frameworks"][0]["id"], staging) is False
+    assert book.upsert_task(state["frameworks"][0]["id"], dict(FIXTURE_TASKS[0])) is False
+    assert book.records is before
