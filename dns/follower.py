@@ -201,7 +201,7 @@ class StateFollower:
                          publisher=self._leader.publisher or "(none: polling)")
             self._bus.resync()
             self.stats.resyncs = self._bus.resyncs
-            self._rebuild()
+            self._publish()
         except (FetchError, detector.DetectionError, ValueError) as exc:
             self.stats.fetch_errors += 1
             self._leader = None
@@ -215,7 +215,9 @@ class StateFollower:
         return True
 
     def _drain(self) -> bool:
-        """Fold in every queued event, then fetch once if any needed it, else rebuild."""
+        """Fold in every queued event, publishing the records as soon as one changed them (a
+        fold is cheap and the swap one assignment: a long burst must not hold back its first
+        records until the queue is empty); then fetch once if any event needed it."""
         self._stale = self._dirty = False
         try:
             while True:
@@ -228,12 +230,15 @@ class StateFollower:
                 self._bus.on_frame(frames)
                 if self._bus.resyncs != resyncs:           # gap or new epoch: a fresh state
                     self._dirty = True
+                if self._dirty and not self._stale:        # else the fetch below publishes
+                    self._publish()
+                    self._dirty = False
             if self._stale:
                 self._bus.resync()
                 self._dirty = True
             self.stats.resyncs = self._bus.resyncs
             if self._dirty:
-                self._rebuild()
+                self._publish()
         except FetchError as exc:
             self.stats.fetch_errors += 1
             self._leader = None
@@ -317,7 +322,7 @@ class StateFollower:
             self._tasks[key] = task
         return True
 
-    def _rebuild(self) -> None:
+    def _publish(self) -> None:
         records = self._book.records
         self.records = records                   # the one swap readers see
         self.stats.rebuilds += 1
