@@ -5,6 +5,7 @@
     meseta marathon [--flag=value ...]     Marathon (REST API v2 on --http_port)
     meseta dns [--config config.json] [--key=value ...]   Mesos-DNS (config.json keys as flags)
     meseta dns lookup <name> [--type SRV] [--server 127.0.0.1:53]
+    meseta lb --marathon URL --group external [--flag=value ...]   HAProxy following Marathon
     meseta up [--agents N]                 master + N agents in one process, until Ctrl-C
     meseta agent list | framework list | task list|kill|log   (client commands, --json)
 """
@@ -45,7 +46,8 @@ def _wait_for_signal(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT))
 def _run_daemon(command: str, flags: Sequence[Flag], argv: Sequence[str],
                 factory: Callable[[Any], Any],
                 stop: Callable[[Any, int], None] = lambda daemon, sig: daemon.stop(),
-                signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> None:
+                signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT),
+                started: Callable[[Any], None] = lambda daemon: None) -> None:
     if any(arg in ("--help", "-h") for arg in argv):
         click.echo(usage(command, flags))
         return
@@ -54,11 +56,12 @@ def _run_daemon(command: str, flags: Sequence[Flag], argv: Sequence[str],
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     setup_logging("warning" if getattr(config, "quiet", False) else config.log_level, config.log_format)
-    daemon = factory(config)
     try:
+        daemon = factory(config)
         daemon.start()
     except (OSError, ValueError) as exc:
         raise click.ClickException(f"{command} failed to start: {exc}") from None
+    started(daemon)
     stop(daemon, _wait_for_signal(signals))
 
 
@@ -101,6 +104,21 @@ def marathon(args: tuple[str, ...]) -> None:
     from meseta.frameworks.marathon.daemon import MARATHON_FLAGS, MarathonDaemon
     # SIGTERM leaves the tasks running: the framework fails over to the next leader.
     _run_daemon("marathon", MARATHON_FLAGS, args, MarathonDaemon)
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def lb(args: tuple[str, ...]) -> None:
+    """Run the load balancer: HAProxy following Marathon (meseta lb --help)."""
+    from meseta.lb.daemon import LB_FLAGS, LbDaemon
+
+    def signals(daemon: LbDaemon) -> None:
+        # marathon-lb's signals: SIGHUP fetches every app again, SIGUSR1 reloads as it is.
+        signal.signal(signal.SIGHUP, lambda *_: daemon.hup())
+        signal.signal(signal.SIGUSR1, lambda *_: daemon.usr1())
+
+    _run_daemon("lb", LB_FLAGS, args, LbDaemon, started=signals)
 
 
 @main.group(cls=_DaemonOrGroup, invoke_without_command=True,
@@ -189,14 +207,17 @@ def dns_lookup(name: str, qtype: str, server: str, tcp: bool, timeout: float) ->
               help="Also run Marathon (REST API on the master port + 3030, 8080 by default).")
 @click.option("--dns/--no-dns", default=True, show_default=True,
               help="Also run Mesos-DNS (DNS on the master port + 48, HTTP API on 8123).")
+@click.option("--lb/--no-lb", default=True, show_default=True,
+              help="Also run the HAProxy load balancer when haproxy is installed (API on the master "
+                   "port + 4039, stats page on + 4040).")
 @click.option("--log_level", "--log-level", default="info", show_default=True)
 def up(agents: int, ip: str, port: int, work_dir: str, resources: str, marathon: bool,
-       dns: bool, log_level: str) -> None:
+       dns: bool, lb: bool, log_level: str) -> None:
     """The embedded single-node cluster: a standalone master, local agents, Marathon and DNS."""
     from meseta.embedded import Cluster, ClusterSpec
     setup_logging(log_level, "auto")
     cluster = Cluster(ClusterSpec(agents=agents, ip=ip, port=port, work_dir=work_dir,
-                                  resources=resources, marathon=marathon, dns=dns))
+                                  resources=resources, marathon=marathon, dns=dns, lb=lb))
     try:
         cluster.start()
     except OSError as exc:

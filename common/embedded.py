@@ -24,6 +24,9 @@ class ClusterSpec:
     marathon_flags: tuple[str, ...] = ()
     dns: bool = False                # also run Mesos-DNS (`meseta up` does): DNS on port + 48, HTTP 8123
     dns_config: tuple[tuple[str, object], ...] = ()   # config.json keys, e.g. (("ttl", 0),)
+    lb: bool = False                 # also run the load balancer when HAProxy is installed (`meseta up`
+                                     # does): API on port + 4039 (9089), stats + 4040, app-id router + 4041
+    lb_flags: tuple[str, ...] = ()
 
 
 class Cluster:
@@ -33,6 +36,8 @@ class Cluster:
         self.agents: list[Any] = []
         self.marathon: Any = None
         self.dns: Any = None
+        self.lb: Any = None
+        self.lb_missing = ""             # why the load balancer did not start
         self._own_dir = not spec.work_dir
         self.work_dir = spec.work_dir or tempfile.mkdtemp(prefix="meseta-")
 
@@ -62,6 +67,8 @@ class Cluster:
                 self._start_marathon(free)
             if spec.dns:
                 self._start_dns(free)
+            if spec.lb and self.marathon is not None:
+                self._start_lb(free)
         except BaseException:
             self.stop()
             raise
@@ -91,7 +98,28 @@ class Cluster:
         self.dns = DnsDaemon(config, ports)
         self.dns.start()
 
+    def _start_lb(self, free: bool) -> None:
+        from meseta.lb.daemon import LB_FLAGS, LbDaemon
+        from meseta.lb.haproxy import Haproxy
+
+        spec = self.spec
+        if Haproxy.find_binary() is None:
+            self.lb_missing = "haproxy is not installed (Debian: apt-get install haproxy)"
+            return
+        argv = [f"--marathon={self.marathon.url}", "--group=external", f"--bind_addr={spec.ip}",
+                f"--http_address={spec.ip}", f"--work_dir={os.path.join(self.work_dir, 'lb')}",
+                f"--http_port={0 if free else spec.port + 4039}",
+                f"--stats_port={_free_port() if free else spec.port + 4040}",
+                f"--appid_port={_free_port() if free else spec.port + 4041}"]
+        if os.geteuid() != 0:
+            argv.append("--dont_bind_http_https")     # :80 and :443 need root
+        self.lb = LbDaemon(load_config(LB_FLAGS, argv + list(spec.lb_flags), {}))
+        self.lb.start()
+
     def stop(self) -> None:
+        if self.lb is not None:
+            self.lb.stop()
+            self.lb = None
         if self.dns is not None:
             self.dns.stop()
             self.dns = None
@@ -122,5 +150,18 @@ class Cluster:
         if self.dns is not None:
             lines.append(f"  dns      {self.dns.dns_address} (udp, tcp; domain {self.dns.config.domain})"
                          f"   api {self.dns.http_url}/v1/enumerate")
+        if self.lb is not None:
+            cfg = self.lb.config
+            lines.append(f"  lb       haproxy stats http://{self.spec.ip}:{cfg.stats_port}/haproxy?stats"
+                         f"   api {self.lb.http_url}/health   (apps labelled HAPROXY_GROUP=external)")
+        elif self.lb_missing:
+            lines.append(f"  lb       not started: {self.lb_missing}")
         lines.append(f"  frameworks connect with --master {self.master_address}")
         return "\n".join(lines)
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -43,6 +43,7 @@ global
   spread-checks 5
   max-spread-checks 15000
   maxconn 50000
+  no strict-limits
   tune.ssl.default-dh-param 2048
   ssl-default-bind-ciphers {_CIPHERS}
   ssl-default-bind-options ssl-min-ver TLSv1.2 no-tls-tickets

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def test_meseta_up_runs_frameworks_and_marathon_and_stops_cleanly_on_ctrl_c(tmp_path):
     port = free_port()
-    while any(c.laddr.port in (port + 1, port + 2, port + 48, port + 3030)
+    while any(c.laddr.port in (port + 1, port + 2, port + 48, port + 3030,
+                                 port + 4039, port + 4040, port + 4041)
               for c in psutil.net_connections("tcp")):
         port = free_port()
     up = subprocess.Popen([sys.executable, "-m", "meseta.cli", "up", "--agents", "2",
@@ -34,6 +36,12 @@ def test_meseta_up_runs_frameworks_and_marathon_and_stops_cleanly_on_ctrl_c(tmp_
         assert re.search(r"agent 1\s+http://127\.0\.0\.1:\d+", banner)
         marathon = MarathonApi(f"http://127.0.0.1:{port + 3030}")
         assert f"marathon {marathon.url}" in banner
+        if shutil.which("haproxy") or os.path.exists("/usr/sbin/haproxy"):
+            assert f"api http://127.0.0.1:{port + 4039}/health" in banner
+            wait_http(f"http://127.0.0.1:{port + 4039}/health")    # 200 once Marathon's apps are in
+            assert get_json(f"http://127.0.0.1:{port + 4039}/health")["haproxy"]["running"]
+        else:
+            assert "lb       not started: haproxy is not installed" in banner
         slaves = []
         while len(slaves) < 2:
             slaves = get_json(f"http://127.0.0.1:{port}/master/slaves")["slaves"]

@@ -25,6 +25,7 @@ global
   spread-checks 5
   max-spread-checks 15000
   maxconn 50000
+  no strict-limits
   tune.ssl.default-dh-param 2048
   ssl-default-bind-ciphers {CIPHERS}
   ssl-default-bind-options ssl-min-ver TLSv1.2 no-tls-tickets
