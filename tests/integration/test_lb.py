@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def cluster(tmp_path):
         daemons.append(marathon)
         lb = start_lb(marathon.url, str(tmp_path / "lb"), str(tmp_path / "lb.log"))
         daemons.append(lb)
-        yield MarathonApi(marathon.url), Lb(lb, lb.stats_port), tmp_path
+        yield MarathonApi(marathon.url), Lb(lb, lb.stats_port), tmp_path, marathon
     finally:
         for daemon in reversed(daemons):
             daemon.stop()
@@ -114,7 +115,7 @@ def sandbox_of(root: Path, task_id: str) -> Path:
 
 
 def test_backends_follow_scale_kill_and_health(cluster):
-    api, lb, root = cluster
+    api, lb, root, _ = cluster
     status, _, body = api.call("POST", "/v2/apps", web_app(3))
     assert status == 201, body
     api.wait_deployed()
@@ -161,7 +162,7 @@ def test_backends_follow_scale_kill_and_health(cluster):
 
 
 def test_an_app_with_a_label_haproxy_rejects_is_left_out_and_the_rest_still_updates(cluster):
-    api, lb, _ = cluster
+    api, lb, _, _ = cluster
     bad = {"id": "/bad", "cmd": SERVE, "instances": 1, "cpus": 0.1, "mem": 32,
            "labels": {"HAPROXY_GROUP": "external", "HAPROXY_0_BIND_OPTIONS": "no-such-bind-option"},
            "portDefinitions": [{"port": free_port()}]}
@@ -191,7 +192,7 @@ def test_an_app_with_a_label_haproxy_rejects_is_left_out_and_the_rest_still_upda
 
 
 def test_fifty_reloads_while_scaling_fail_no_request(cluster):
-    api, lb, root = cluster
+    api, lb, root, _ = cluster
     assert api.call("POST", "/v2/apps", web_app(3))[0] == 201
     api.wait_deployed()
     three = wait_until(lambda: healthy_ids(api) if len(healthy_ids(api)) == 3 else None,
@@ -225,7 +226,7 @@ def test_fifty_reloads_while_scaling_fail_no_request(cluster):
 
 
 def test_sigterm_stops_haproxy_too(cluster):
-    _, lb, _ = cluster
+    _, lb, _, _ = cluster
     pids = [int(p) for p in lb.text("/_haproxy_getpids").split()]
     assert pids
     assert lb.daemon.stop() == 0
@@ -244,3 +245,31 @@ def _alive(pid: int) -> bool:
             return handle.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_backends_keep_their_last_health_across_a_marathon_restart(cluster):
+    """After a Marathon failover the tasks' health results are empty until the first checks
+    run; the LB keeps each task's last verdict instead of emptying the backend."""
+    api, lb, _, marathon = cluster
+    assert api.call("POST", "/v2/apps", web_app(3, healthChecks=[{**HEALTH, "intervalSeconds": 5,
+                                                                   "gracePeriodSeconds": 30}]))[0] == 201
+    api.wait_deployed()
+    three = wait_until(lambda: healthy_ids(api) if len(healthy_ids(api)) == 3 else None,
+                       what="3 healthy instances", timeout=60)
+    wait_until(lambda: reachable(three), what="three instances behind the LB")
+    snapshots = lb.snapshot()["lb/marathon_snapshots"]
+    marathon.kill()
+    marathon.restart()
+    wait_until(lambda: lb.snapshot()["lb/marathon_snapshots"] > snapshots, what="a new snapshot")
+    unknown_seen = False
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        tasks = api.tasks("/web")
+        unknown = [t for t in tasks if not t.get("healthCheckResults")]
+        unknown_seen |= bool(unknown)
+        assert lb.text("/_haproxy_getconfig").count(" check inter ") == 3   # never emptied
+        if not unknown:
+            break
+        time.sleep(0.05)
+    assert unknown_seen, "Marathon had health results at once: the memory was not exercised"
+    assert reachable(three)
