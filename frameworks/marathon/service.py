@@ -4,7 +4,9 @@ One thread (an EventLoop) owns the core. The SDK driver, the election and HTTP t
 their news; after every input the shell runs the core's instructions in order — store writes
 first, so what is answered or launched is already durable — against the driver, the store and
 the event listeners. HTTP handlers call the facade methods below (the API's `MarathonService`),
-which run on the loop and return values or raise the API's errors.
+which run on the loop and return values or raise the API's errors. Status updates jump the
+queue: the loop takes every one that has arrived before any other work, and acknowledges each
+once it is stored (its agent holds the task's next update until then).
 
     service = MarathonService(config, store, election)
     service.start()          contend; when elected: load the store, register with the master
@@ -19,6 +21,7 @@ driver in failover mode (tasks keep running), drop the core; contend again.
 from __future__ import annotations
 
 import socket
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -88,6 +91,7 @@ class MarathonService:
         self.listeners.append(self.events.publish)     # SSE /v2/events and the ZeroMQ PUB
         self._thread = None
         self._flush_pending = False
+        self._statuses: deque[TaskStatus] = deque()   # from the driver's thread, not yet taken
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -136,6 +140,7 @@ class MarathonService:
         if self.core is None:
             return
         log.warning("no longer leader", reason=why)
+        self._statuses.clear()               # unacknowledged: the agents send them again
         self.events.close_all()              # a former leader's event streams end
         driver, self.driver, self.core = self.driver, None, None
         checker, self.checker = self.checker, None
@@ -172,12 +177,21 @@ class MarathonService:
             return
         self._run(lambda core: core.resource_offers(offers, self.clock.time()))
 
-    def _status(self, status: TaskStatus) -> None:
-        if self.core is None:
-            return
-        self._run(lambda core: core.status_update(status, self.clock.time()))
-        if self.driver is not None and status.uuid is not None:
-            self.driver.acknowledge_status_update(status)   # after it is stored
+    def _status_arrived(self, status: TaskStatus) -> None:    # on the driver's thread
+        self._statuses.append(status)
+        self.loop.call_soon_threadsafe(self._drain_statuses)
+
+    def _drain_statuses(self) -> None:
+        """Every status update that has arrived, oldest first, each stored and only then
+        acknowledged (an update that could not be stored is not, so its agent sends it again).
+        Runs before any other work of the loop (`_run`): the acknowledgement releases the
+        task's next update at its agent, so waiting behind an API call or an offer would hold
+        up the task's whole stream."""
+        while self._statuses and self.core is not None:
+            status = self._statuses.popleft()
+            self._run(lambda core: core.status_update(status, self.clock.time()), drain=False)
+            if self.driver is not None and status.uuid is not None:
+                self.driver.acknowledge_status_update(status)
 
     def _on_health(self, instance_id: str, index: int, ok: bool | None, cause: str,
                    at: float) -> None:       # on a checker thread
@@ -194,7 +208,9 @@ class MarathonService:
 
     # -- running instructions ----------------------------------------------------------------
 
-    def _run(self, fn: Callable[[MarathonCore], Any]) -> Any:
+    def _run(self, fn: Callable[[MarathonCore], Any], drain: bool = True) -> Any:
+        if drain:
+            self._drain_statuses()           # status updates before any other work
         core = self.core
         if core is None:
             raise ApiError(503, "There is no leader")
@@ -387,7 +403,7 @@ class _Adapter(Scheduler):
         self.loop.call_soon_threadsafe(lambda: self.service._offers(offers))
 
     def status_update(self, driver, status) -> None:
-        self.loop.call_soon_threadsafe(lambda: self.service._status(status))
+        self.service._status_arrived(status)
 
     def disconnected(self, driver) -> None:
         self.loop.call_soon_threadsafe(lambda: self.service.core is not None and self.service._run(
