@@ -41,6 +41,8 @@ from meseta.resources import Resources, parse_attributes
 
 log = get_logger("meseta.agent")
 
+LIMIT_CHECKS_PER_TURN = 20     # tasks measured per turn of the loop (a round is spread out)
+
 # Mesos's reason for a task the agent could not recover after a restart.
 
 
@@ -110,6 +112,7 @@ class AgentDaemon:
         self.master_id: Optional[str] = None
         self.tasks: dict[tuple[str, str], RunningTask] = {}
         self._launch_queue: deque[proto.RunTask] = deque()   # tasks given, not yet launched
+        self._limit_round: deque[RunningTask] = deque()       # tasks left to measure this round
         # Ended runs whose terminal update is not acknowledged yet, by container id: their
         # checkpoint stays until it is.
         self.terminated: dict[str, RunningTask] = {}
@@ -615,13 +618,25 @@ class AgentDaemon:
             task.container.signal(signal.SIGKILL)
 
     def _check_limits(self) -> None:
-        for task in list(self.tasks.values()):
-            if task.container is None or task.kill_requested:
+        """A round over the running tasks, a slice per turn of the loop: measuring a task
+        takes a few /proc reads, and a round over hundreds of tasks in one go would hold up
+        what arrives meanwhile, such as the acknowledgement that releases a task's next update."""
+        if not self._limit_round:            # else the last round is still going
+            self._limit_round.extend(self.tasks.values())
+            self._check_limit_slice()
+
+    def _check_limit_slice(self) -> None:
+        for _ in range(min(LIMIT_CHECKS_PER_TURN, len(self._limit_round))):
+            task = self._limit_round.popleft()
+            if (self.tasks.get(task.key) is not task or task.container is None
+                    or task.kill_requested):
                 continue
             limitation = self.isolator.check(task.container)
             if limitation is not None:
                 log.warning("task exceeded its limits", task_id=task.info.task_id, reason=limitation.message)
                 self._terminate(task, (proto.TASK_FAILED, limitation.reason, limitation.message))
+        if self._limit_round:
+            self.loop.call_later(0, self._check_limit_slice)
 
     def _on_exit(self, task: RunningTask) -> None:
         exit_info = task.container.reap()
