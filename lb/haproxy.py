@@ -312,18 +312,21 @@ class Haproxy:
 
     # -- applying a config ------------------------------------------------------------------------
 
-    def apply(self, text: str, *, force: bool = False) -> ReloadResult:
+    def apply(self, text: str, *, force: bool = False, check: bool = True) -> ReloadResult:
         """Make `text` the live config: check it, replace the config file, start HAProxy or
-        reload it, and wait for the new worker. Unchanged text does nothing unless `force`."""
+        reload it, and wait for the new worker. Unchanged text does nothing unless `force`.
+        `check=False` skips `haproxy -c` for a caller that knows the text is valid (the daemon,
+        when only server addresses changed since a checked config); a reload that fails anyway
+        still keeps the old worker."""
         with self._lock:
             self._notice_exit()
             if self.running() and text == self.last_config and not force:
                 return ReloadResult(True, 0.0, tuple(self.worker_pids()))
-            check = self.check(text)
-            if not check.ok:
-                log.warning("haproxy config rejected by haproxy -c", alert=check.output[-2000:],
+            checked = self.check(text) if check else CheckResult(True, "")
+            if not checked.ok:
+                log.warning("haproxy config rejected by haproxy -c", alert=checked.output[-2000:],
                             saved=self._keep_rejected(text))
-                return ReloadResult(False, 0.0, tuple(self.worker_pids()), check.output)
+                return ReloadResult(False, 0.0, tuple(self.worker_pids()), checked.output)
             previous = self.config_path.read_text() if self.config_path.exists() else None
             write_atomic(self.config_path, text)
             result = self._reload(text) if self.running() else self._launch()

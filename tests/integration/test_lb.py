@@ -192,8 +192,13 @@ def test_an_app_with_a_label_haproxy_rejects_is_left_out_and_the_rest_still_upda
 
 
 def test_fifty_reloads_while_scaling_fail_no_request(cluster):
+    """Scale-downs kill instances while requests are in flight. The app stops as services
+    behind a load balancer should (listener closed at once, requests in flight finished): a
+    request that reaches a closed port is retried on another server by HAProxy (retry-on), and
+    one being answered completes. An app that dies mid-answer loses that answer behind any LB."""
     api, lb, root, _ = cluster
-    assert api.call("POST", "/v2/apps", web_app(3))[0] == 201
+    graceful = f"touch healthy && env > env.txt && exec {sys.executable} -m meseta.testing.graceful_http $PORT0"
+    assert api.call("POST", "/v2/apps", web_app(3, cmd=graceful))[0] == 201
     api.wait_deployed()
     three = wait_until(lambda: healthy_ids(api) if len(healthy_ids(api)) == 3 else None,
                        what="3 healthy instances")
