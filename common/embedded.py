@@ -101,6 +101,7 @@ class Cluster:
     def _start_lb(self, free: bool) -> None:
         from meseta.lb.daemon import LB_FLAGS, LbDaemon
         from meseta.lb.haproxy import Haproxy
+        from meseta.testing.processes import free_port
 
         spec = self.spec
         if Haproxy.find_binary() is None:
@@ -109,8 +110,8 @@ class Cluster:
         argv = [f"--marathon={self.marathon.url}", "--group=external", f"--bind_addr={spec.ip}",
                 f"--http_address={spec.ip}", f"--work_dir={os.path.join(self.work_dir, 'lb')}",
                 f"--http_port={0 if free else spec.port + 4039}",
-                f"--stats_port={_free_port() if free else spec.port + 4040}",
-                f"--appid_port={_free_port() if free else spec.port + 4041}"]
+                f"--stats_port={free_port() if free else spec.port + 4040}",
+                f"--appid_port={free_port() if free else spec.port + 4041}"]
         if os.geteuid() != 0:
             argv.append("--dont_bind_http_https")     # :80 and :443 need root
         self.lb = LbDaemon(load_config(LB_FLAGS, argv + list(spec.lb_flags), {}))
@@ -159,9 +160,3 @@ class Cluster:
         lines.append(f"  frameworks connect with --master {self.master_address}")
         return "\n".join(lines)
 
-
-def _free_port() -> int:
-    import socket
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

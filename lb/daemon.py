@@ -119,6 +119,7 @@ class LbDaemon:
                                          resync_interval=config.resync_interval)
         self.health: OrderedDict[str, bool] = OrderedDict()
         self.excluded: dict[str, tuple[str, str]] = {}     # app id -> (definition hash, reason)
+        self.skipped: dict[str, str] = {}                  # app id -> why the renderer left it out
         self.stats = _Stats()
         self.metrics = Registry("meseta_lb")
         self.metrics.export_snapshot(self.metrics_snapshot)
@@ -240,7 +241,6 @@ class LbDaemon:
             self._checked_skeleton = skeleton
         self._remember(rendered)
         if result.ok:
-            self.stats.reloads += 1 if result.seconds else 0
             self.stats.last_reload_seconds = result.seconds
             self.stats.last_apply = time.time()
             self.stats.services = len(rendered.services)
@@ -258,7 +258,7 @@ class LbDaemon:
         rendered = render_result(apps, self.render_config, health_memory=self.health,
                                  resolve=self.resolve)
         for app_id, reason in rendered.skipped.items():
-            if app_id not in self.excluded:
+            if self.skipped.get(app_id) != reason:      # once per app and reason, not per render
                 log.warning("app left out of the HAProxy config", app=app_id, reason=reason)
         self.skipped = dict(rendered.skipped)
         return rendered
@@ -330,14 +330,15 @@ class LbDaemon:
                          "apps": len(self.follower.apps)},
             "services": self.stats.services,
             "excluded": {app: reason for app, (_h, reason) in self.excluded.items()},
-            "skipped": dict(getattr(self, "skipped", {})),
+            "skipped": dict(self.skipped),
         }
 
     def metrics_snapshot(self) -> dict[str, float]:
         f, s = self.follower.stats, self.stats
         return {
             "lb/apps": len(self.follower.apps), "lb/services": s.services, "lb/servers": s.servers,
-            "lb/renders": s.renders, "lb/reloads": s.reloads, "lb/failed_reloads": s.failed_reloads,
+            "lb/renders": s.renders, "lb/reloads": self.haproxy.reloads,
+            "lb/failed_reloads": s.failed_reloads,
             "lb/invalid_configs": s.invalid_configs, "lb/config_checks": s.checks,
             "lb/excluded_apps": len(self.excluded), "lb/errors": s.errors,
             "lb/last_render_seconds": s.last_render_seconds,
@@ -355,7 +356,7 @@ class LbDaemon:
 
 class _Stats:
     def __init__(self) -> None:
-        self.renders = self.reloads = self.failed_reloads = self.invalid_configs = 0
+        self.renders = self.failed_reloads = self.invalid_configs = 0
         self.checks = self.errors = self.services = self.servers = 0
         self.last_render_seconds = self.last_reload_seconds = self.last_apply = 0.0
 
