@@ -328,9 +328,9 @@ class MarathonCore:
         for offer in offers:
             launches = self._fill(offer, [a for a in apps if a is not None], ready, now)
             if launches:
-                self.emit(LaunchTasks(offer.id, tuple(l.task for l in launches)))
-                for launch in launches:
+                for launch in launches:         # stored first: a successor knows every task
                     self._launched(launch, now)
+                self.emit(LaunchTasks(offer.id, tuple(l.task for l in launches)))
             else:
                 self.emit(DeclineOffer(offer.id, self._refuse_seconds(demand, now)))
         if not demand and not self._suppressed:

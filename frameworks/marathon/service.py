@@ -173,9 +173,15 @@ class MarathonService:
                                                self.clock.time(), first))
 
     def _offers(self, offers: list[proto.Offer]) -> None:
-        if self.core is None:       # deposed meanwhile: the driver is stopped with the core
+        """One offer per turn of the loop, the rest queued behind whatever arrived meanwhile:
+        a status update (drained before each turn) waits for one offer's matching, not for a
+        whole batch of them, and its acknowledgement releases the task's next update sooner."""
+        if self.core is None or not offers:   # deposed meanwhile: the driver is stopped with it
             return
-        self._run(lambda core: core.resource_offers(offers, self.clock.time()))
+        offer, rest = offers[0], offers[1:]
+        self._run(lambda core: core.resource_offers([offer], self.clock.time()))
+        if rest:
+            self.loop.call_soon_threadsafe(lambda: self._offers(rest))
 
     def _status_arrived(self, status: TaskStatus) -> None:    # on the driver's thread
         self._statuses.append(status)
@@ -261,6 +267,7 @@ class MarathonService:
             elif driver is None:
                 continue
             elif isinstance(ins, LaunchTasks):
+                self.store.sync()               # its instances are stored before it runs
                 driver.launch_tasks([ins.offer_id], list(ins.tasks))
             elif isinstance(ins, DeclineOffer):
                 driver.decline_offer(ins.offer_id, Filters(refuse_seconds=ins.refuse_seconds))

@@ -90,6 +90,7 @@ class Store(Protocol):
     def save_instance(self, instance: Instance) -> None: ...
     def delete_instance(self, instance_id: str) -> None: ...
     def save_framework_id(self, framework_id: str) -> None: ...
+    def sync(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -340,6 +341,16 @@ class BaseStore:
         with self._lock:
             self._check()
             self._write([((FRAMEWORK_ID, "id", None), {"frameworkId": framework_id})])
+
+    def sync(self) -> None:
+        """Return once every instance write so far is stored. A task is launched only after
+        this (as Marathon stores an instance before it launches it): a leader that dies right
+        after a launch leaves no task its successor does not know, and so no task beyond the
+        capacity its successor's deployment counts on."""
+        with self._lock:
+            self._check()
+            self._flush()
+            self._check()
 
     def close(self) -> None:
         pass

@@ -1,6 +1,7 @@
-"""The Marathon service's handling of status updates, driven on the test's thread (the loop is
-never started): stored before acknowledged, ahead of any other work, not acknowledged when
-the store fails."""
+"""The Marathon service's handling of status updates and offers, driven on the test's thread
+(the loop is never started): updates stored before acknowledged, ahead of any other work, not
+acknowledged when the store fails; offers matched one per turn; a launch's instances stored
+before the launch."""
 from __future__ import annotations
 
 import uuid
@@ -25,6 +26,10 @@ class RecordingStore(DirectoryStore):
             raise StoreError("disk full")
         self.log.append(("stored", instance.task_id, instance.state))
         super().save_instance(instance)
+
+    def sync(self) -> None:
+        self.log.append(("synced",))
+        super().sync()
 
 
 class FakeDriver:
@@ -60,7 +65,7 @@ def offer(n: int) -> proto.Offer:
                        attributes={})
 
 
-def service_with_tasks(tmp_path, instances: int):
+def deployed_service(tmp_path, instances: int):
     log: list = []
     service = MarathonService(ServiceConfig(master="127.0.0.1:5050"),
                               RecordingStore(tmp_path, log), FakeElection())
@@ -70,6 +75,12 @@ def service_with_tasks(tmp_path, instances: int):
                                    "instances": instances})
     service._run(lambda core: core.deploy(lambda root: put_app(root, app), force=False,
                                           now=service.clock.time()))
+    log.clear()
+    return service, log
+
+
+def service_with_tasks(tmp_path, instances: int):
+    service, log = deployed_service(tmp_path, instances)
     service._offers([offer(1)])
     log.clear()
     return service, log, service.driver.launched
@@ -112,3 +123,25 @@ def test_an_update_that_cannot_be_stored_is_not_acknowledged(tmp_path):
     assert service.core is None and service.election.abdicated
     assert not service._statuses          # not carried into a later term
 
+
+
+def test_a_launch_goes_out_after_its_instances_are_stored(tmp_path):
+    # a leader killed right after the launch must leave its successor knowing every task
+    service, log = deployed_service(tmp_path, 2)
+    service._offers([offer(1)])
+    tasks = service.driver.launched
+    assert log == [("stored", tasks[0].task_id, proto.TASK_STAGING),
+                   ("stored", tasks[1].task_id, proto.TASK_STAGING),
+                   ("synced",), ("launched", "O1")]
+    assert {i.task_id for i in service.store.load().instances} == {t.task_id for t in tasks}
+
+
+def test_offers_are_matched_one_per_turn_with_updates_first(tmp_path):
+    service, log, tasks = service_with_tasks(tmp_path, 1)
+    service._offers([offer(2), offer(3)])       # nothing wanted: both are declined
+    assert log == [("declined", "O2")]
+    arrive(service, tasks[0], proto.TASK_RUNNING)
+    while service.loop._inbox:                  # the loop's next turns
+        service.loop._inbox.popleft()()
+    assert log == [("declined", "O2"), ("stored", tasks[0].task_id, proto.TASK_RUNNING),
+                   ("acked", tasks[0].task_id, proto.TASK_RUNNING), ("declined", "O3")]
