@@ -180,6 +180,21 @@ def test_instance_writes_land_in_order_behind_the_caller(zk_server, zk_path, clo
     assert sorted(loaded.load().instances, key=lambda i: i.instance_id) == list(latest.values())
 
 
+def test_sync_returns_once_instance_writes_are_in_zookeeper(zk_server, zk_path, closing):
+    # what a launch waits for: a successor reading the store then knows every launched task
+    store = ZkMarathonStore(zk_server.url(zk_path))
+    closing.append(store)
+    app = next_version(None, make_app("/web"), NOW)
+    instances = [make_instance(app, n) for n in range(200)]
+    for instance in instances:
+        store.save_instance(instance)
+    store.sync()
+    successor = ZkMarathonStore(zk_server.url(zk_path))
+    closing.append(successor)
+    key = lambda i: i.instance_id
+    assert sorted(successor.load().instances, key=key) == sorted(instances, key=key)
+
+
 def test_a_failed_instance_write_fails_the_store(zk_server, zk_path, client, closing):
     failures = []
     store = ZkMarathonStore(zk_server.url(zk_path), on_failure=failures.append, timeout=2.0)
@@ -192,6 +207,8 @@ def test_a_failed_instance_write_fails_the_store(zk_server, zk_path, client, clo
     store.save_instance(instance)             # returns at once; the write fails behind it
     wait_until(lambda: failures, "the failure callback")
     assert isinstance(failures[0], StoreError) and "NoAuth" in str(failures[0])
+    with pytest.raises(StoreError, match="failed earlier"):
+        store.sync()                          # so no task is launched on it
     with pytest.raises(StoreError, match="failed earlier"):
         store.save_deployment({"id": "d1"})
     assert store.load().instances == []       # what was really written; and on it goes
