@@ -125,16 +125,16 @@ class MarathonDaemon:
 
         cfg = self.config
         me = service_config.host_port
+        def failed(exc: Exception) -> None:         # on the store's writer thread
+            service = self.service
+            if service is not None:
+                service.loop.call_soon_threadsafe(lambda: service._store_failed(exc))
         if cfg.zk:
-            def failed(exc: Exception) -> None:     # on the store's writer thread
-                service = self.service
-                if service is not None:
-                    service.loop.call_soon_threadsafe(lambda: service._store_failed(exc))
             return (ZkMarathonStore(cfg.zk, session_timeout=cfg.zk_session_timeout,
                                     on_failure=failed),
                     ZkElection(cfg.zk, me, session_timeout=cfg.zk_session_timeout))
         work_dir = cfg.work_dir or os.path.join(os.getcwd(), "marathon")
-        return DirectoryStore(work_dir), StandaloneElection(me)
+        return DirectoryStore(work_dir, on_failure=failed), StandaloneElection(me)
 
     def _export_metrics(self) -> None:
         service = self.service

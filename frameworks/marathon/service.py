@@ -188,8 +188,10 @@ class MarathonService:
         self.loop.call_soon_threadsafe(self._drain_statuses)
 
     def _drain_statuses(self) -> None:
-        """Every status update that has arrived, oldest first, each stored and only then
-        acknowledged (an update that could not be stored is not, so its agent sends it again).
+        """Every status update that has arrived, oldest first, each handed to the store and only
+        then acknowledged; when the store has failed it is not, so its agent sends it again (the
+        store writes instances behind the loop; a write failing later steps this leader down,
+        and the next one reconciles with the master).
         Runs before any other work of the loop (`_run`): the acknowledgement releases the
         task's next update at its agent, so waiting behind an API call or an offer would hold
         up the task's whole stream."""

@@ -5,7 +5,8 @@ the framework id (reference marathon.md §7), behind one interface with two impl
     store = ZkMarathonStore("zk://h1:2181/marathon")         # HA, see zkstore.py
     state = store.load()                 # at election: root (apps resolved), deployments, instances
     store.save_root(target)              # every new app version, then the root that references them
-    store.save_instance(instance)        # on every task state change; cheap, not fsynced
+    store.save_instance(instance)        # on every task state change: queued, written behind
+    store.sync()                         # before a launch: every instance write so far is stored
     store.root_versions(); store.root_at(version); store.app_versions(app_id); store.app_at(...)
 
 Records are JSON objects keyed by `(category, id, version)`; `version` is None for records that
@@ -44,7 +45,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple, Protocol, Sequence
+from typing import Any, Callable, Generic, Iterable, NamedTuple, Protocol, Sequence, TypeVar
 from urllib.parse import quote, unquote
 
 from meseta.frameworks.marathon.app import AppDefinition
@@ -55,6 +56,7 @@ from meseta.log import get_logger
 from meseta.zk import StoreError
 
 __all__ = ["MAX_VERSIONS", "StoredState", "Store", "StoreError", "BaseStore", "DirectoryStore",
+           "WriteBehind", "FailureCallback",
            "ZkMarathonStore", "Index", "PrunePlan", "prune_plan", "root_record", "record_refs",
            "root_from_record", "safe_name", "Unreadable"]
 
@@ -66,6 +68,7 @@ FRAMEWORK_ID = "framework-id"
 ROOT_ID = "root"
 
 Key = tuple[str, str, "str | None"]      # (category, id, version)
+FailureCallback = Callable[[StoreError], None]   # a background write failed (writer's thread)
 Ref = tuple[str, str]                    # (app id, app version) as a root record names an app
 
 
@@ -219,6 +222,7 @@ class BaseStore:
         self._index_cache: Index | None = None
         self._current_apps: dict[Ref, AppDefinition] = {}   # parsed once; old roots share them
         self._failure: StoreError | None = None              # set by a failed background write
+        self._on_failure: FailureCallback | None = None
 
     # -- the interface ------------------------------------------------------------------------
 
@@ -375,6 +379,16 @@ class BaseStore:
     def _flush(self) -> None:
         """Wait for background writes (none here)."""
 
+    def _background_failed(self, error: Exception) -> None:
+        """On the writer thread. Not under the store's lock: its holder may be waiting for us."""
+        failure = error if isinstance(error, StoreError) else StoreError(repr(error))
+        self._failure = failure
+        if self._on_failure is not None:
+            try:
+                self._on_failure(failure)
+            except Exception:
+                log.exception("the store's on_failure callback failed")
+
     # -- helpers --------------------------------------------------------------------------------
 
     def _check(self) -> None:
@@ -505,17 +519,32 @@ class DirectoryStore(BaseStore):
 
     Every write goes to a temporary file renamed over the record, so a record is whole or
     absent. Everything but instances is fsynced (file, then directory) before the call returns.
+    Instances are written behind the caller by one thread (the latest record per file wins), as
+    the ZooKeeper store does: a status update costs the service's loop no file system call, and
+    `sync()` (before a launch) or `load()` waits for them. A failed one fails the store and
+    calls `on_failure`.
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, *, timeout: float = 10.0,
+                 on_failure: FailureCallback | None = None) -> None:
         super().__init__()
         self.path = Path(path)
+        self.timeout = timeout
+        self._on_failure = on_failure
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             for leftover in self.path.glob("*/**/.*.tmp"):   # from a crash mid-write
                 leftover.unlink(missing_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot use {self.path} as Marathon's store: {exc}") from None
+        self._writer: WriteBehind[tuple[Path, bytes | None]] = WriteBehind(
+            self._apply, self._background_failed, "marathon-store-writer")
+
+    def close(self) -> None:
+        """Write what is queued (up to `timeout`)."""
+        if not self._writer.close(self.timeout):
+            log.warning("instance writes still queued at close were dropped",
+                        pending=self._writer.pending)
 
     def _file(self, key: Key) -> Path:
         category, item_id, version = key
@@ -543,26 +572,20 @@ class DirectoryStore(BaseStore):
         return results
 
     def _write(self, items: Sequence[tuple[Key, dict]], durable: bool = True) -> None:
-        dirty: set[Path] = set()                   # directories whose entries changed
-        for key, record in items:
-            path = self._file(key)
-            temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-            try:
-                dirty.update(_make_dirs(path.parent, self.path))
-                with open(temporary, "wb") as out:
-                    out.write(json.dumps(record, separators=(",", ":")).encode())
-                    if durable:
-                        out.flush()
-                        os.fsync(out.fileno())
-                os.replace(temporary, path)
-            except OSError as exc:
-                temporary.unlink(missing_ok=True)
-                raise StoreError(f"could not write {path}: {exc}") from None
-            dirty.add(path.parent)
+        files = [(self._file(key), json.dumps(record, separators=(",", ":")).encode())
+                 for key, record in items]
         if durable:
-            self._sync_dirs(dirty)
+            self._sync_dirs(self._put(files, durable=True))
+        else:
+            for path, data in files:
+                self._writer.submit(str(path), (path, data))
 
     def _delete(self, keys: Sequence[Key], durable: bool = True) -> None:
+        if not durable:
+            for key in keys:
+                path = self._file(key)
+                self._writer.submit(str(path), (path, None))
+            return
         dirty: set[Path] = set()
         for key in keys:
             path = self._file(key)
@@ -573,8 +596,44 @@ class DirectoryStore(BaseStore):
             except OSError as exc:
                 raise StoreError(f"could not delete {path}: {exc}") from None
             dirty.add(path.parent)
-        if durable:
-            self._sync_dirs(dirty)
+        self._sync_dirs(dirty)
+
+    def _put(self, files: Sequence[tuple[Path, bytes]], durable: bool) -> set[Path]:
+        """Write each file through a temporary renamed over it; the directories touched."""
+        dirty: set[Path] = set()                   # directories whose entries changed
+        for path, data in files:
+            temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+            try:
+                dirty.update(_make_dirs(path.parent, self.path))
+                with open(temporary, "wb") as out:
+                    out.write(data)
+                    if durable:
+                        out.flush()
+                        os.fsync(out.fileno())
+                os.replace(temporary, path)
+            except OSError as exc:
+                try:
+                    temporary.unlink(missing_ok=True)
+                except OSError:
+                    pass                           # e.g. its directory could not be made
+                raise StoreError(f"could not write {path}: {exc}") from None
+            dirty.add(path.parent)
+        return dirty
+
+    def _apply(self, batch: list[tuple[Path, bytes | None]]) -> None:
+        """On the writer thread: a batch of instance writes (data) and deletes (None)."""
+        self._put([(path, data) for path, data in batch if data is not None], durable=False)
+        for path, data in batch:
+            if data is None:
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError as exc:
+                    raise StoreError(f"could not delete {path}: {exc}") from None
+
+    def _flush(self) -> None:
+        if not self._writer.flush(self.timeout):
+            raise StoreError(f"instance writes to {self.path} did not finish within "
+                             f"{self.timeout:g}s")
 
     def _ids(self, category: str) -> list[str]:
         try:
@@ -627,3 +686,76 @@ def __getattr__(name: str) -> Any:
         from meseta.frameworks.marathon.zkstore import ZkMarathonStore
         return ZkMarathonStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Writes behind the caller
+
+
+Op = TypeVar("Op")
+
+
+class WriteBehind(Generic[Op]):
+    """Queued writes, run in batches by one thread: the latest write per key wins, and a batch
+    is finished before the next begins, so no write overtakes an earlier one to the same key.
+    A failed batch drops what was queued behind it and reports (`failed`): later writes must
+    not land without it."""
+
+    def __init__(self, write: Callable[[list[Op]], Any], failed: Callable[[Exception], None],
+                 name: str) -> None:
+        self._write, self._failed = write, failed
+        self._queued: dict[str, Op] = {}
+        self._busy = False
+        self._closed = False
+        self._ready = threading.Condition()
+        self._name = name
+        self._thread: threading.Thread | None = None
+
+    @property
+    def pending(self) -> int:
+        with self._ready:
+            return len(self._queued) + self._busy
+
+    def submit(self, key: str, op: Op) -> None:
+        with self._ready:
+            if self._closed:
+                raise StoreError("the store is closed")
+            if self._thread is None:             # started by the first write
+                self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
+                self._thread.start()
+            self._queued[key] = op
+            self._ready.notify_all()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything submitted so far is written (or failed); False on timeout."""
+        with self._ready:
+            return self._ready.wait_for(lambda: not self._queued and not self._busy, timeout)
+
+    def close(self, timeout: float) -> bool:
+        flushed = self.flush(timeout)
+        with self._ready:
+            self._closed = True
+            self._queued.clear()
+            self._ready.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout if flushed else 0.1)
+        return flushed
+
+    def _loop(self) -> None:
+        while True:
+            with self._ready:
+                self._ready.wait_for(lambda: self._queued or self._closed)
+                if self._closed:
+                    return
+                batch, self._queued, self._busy = list(self._queued.values()), {}, True
+            try:
+                self._write(batch)
+            except Exception as exc:                 # StoreError, or a bug: either way, report
+                with self._ready:                    # later writes must not land without these
+                    dropped, self._queued = len(self._queued), {}
+                log.error("instance writes failed", dropped_after=dropped, reason=str(exc))
+                self._failed(exc)
+            finally:
+                with self._ready:
+                    self._busy = False
+                    self._ready.notify_all()

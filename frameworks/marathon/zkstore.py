@@ -39,11 +39,10 @@ again once elected.
 from __future__ import annotations
 
 import json
-import threading
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 from urllib.parse import unquote
 
 from kazoo.client import KazooClient
@@ -51,7 +50,8 @@ from kazoo.exceptions import (ConnectionLoss, KazooException, NodeExistsError, N
                               OperationTimeoutError, SessionExpiredError)
 from kazoo.handlers.threading import KazooTimeoutError
 
-from meseta.frameworks.marathon.store import BaseStore, Key, Unreadable, safe_name
+from meseta.frameworks.marathon.store import (BaseStore, FailureCallback, Key, Unreadable,
+                                              WriteBehind, safe_name)
 from meseta.log import get_logger
 from meseta.zk import MAX_NODE_BYTES, StoreError, ZkUrl, make_client, parse_zk_url
 
@@ -67,8 +67,6 @@ RETRY_PAUSE = 0.1                            # seconds between attempts after a 
 TRANSACTION_BYTES = 512 * 1024
 TRANSACTION_OPS = 1000
 ZK_ERRORS = (KazooException, KazooTimeoutError)
-
-FailureCallback = Callable[[StoreError], None]
 
 
 def bucket(item_id: str) -> str:
@@ -150,7 +148,7 @@ class ZkMarathonStore(BaseStore):
         self.root = "/" + path.strip("/") + "/state"
         # Nodes known to exist, so that a transaction knows what to create and what to set.
         self._known: set[str] = set()
-        self._writer = _WriteBehind(self._apply, self._background_failed)
+        self._writer = WriteBehind(self._apply, self._background_failed, "marathon-zk-writer")
 
     def close(self) -> None:
         """Write what is queued (up to `timeout`), then end the session if it is ours."""
@@ -182,7 +180,7 @@ class ZkMarathonStore(BaseStore):
             self._apply(ops)
         else:
             for op in ops:
-                self._writer.submit(op)
+                self._writer.submit(op.path, op)
 
     def _delete(self, keys: Sequence[Key], durable: bool = True) -> None:
         ops = [_Op("delete", self._node(key)) for key in keys]
@@ -190,7 +188,7 @@ class ZkMarathonStore(BaseStore):
             self._apply(ops)
         else:
             for op in ops:
-                self._writer.submit(op)
+                self._writer.submit(op.path, op)
 
     def _ids(self, category: str) -> list[str]:
         buckets = [f"{self.root}/{category}/{b:x}" for b in range(BUCKETS)]
@@ -314,73 +312,3 @@ class ZkMarathonStore(BaseStore):
         if op.kind in ("create", "ensure"):
             return self.client.create_async(op.path, op.data, makepath=True)
         return self.client.delete_async(op.path)
-
-    def _background_failed(self, error: Exception) -> None:
-        """On the writer thread. Not under the store's lock: its holder may be waiting for us."""
-        failure = error if isinstance(error, StoreError) else StoreError(repr(error))
-        self._failure = failure
-        if self._on_failure is not None:
-            try:
-                self._on_failure(failure)
-            except Exception:
-                log.exception("the store's on_failure callback failed")
-
-
-class _WriteBehind:
-    """Queued writes, run in batches by one thread: the latest write per node wins, and a batch
-    is finished before the next begins, so no write overtakes an earlier one to the same node."""
-
-    def __init__(self, write: Callable[[list[_Op]], Any],
-                 failed: Callable[[Exception], None]) -> None:
-        self._write, self._failed = write, failed
-        self._queued: dict[str, _Op] = {}
-        self._busy = False
-        self._closed = False
-        self._ready = threading.Condition()
-        self._thread = threading.Thread(target=self._loop, name="marathon-zk-writer", daemon=True)
-        self._thread.start()
-
-    @property
-    def pending(self) -> int:
-        with self._ready:
-            return len(self._queued) + self._busy
-
-    def submit(self, op: _Op) -> None:
-        with self._ready:
-            if self._closed:
-                raise StoreError("the store is closed")
-            self._queued[op.path] = op
-            self._ready.notify_all()
-
-    def flush(self, timeout: float) -> bool:
-        """Wait until everything submitted so far is written (or failed); False on timeout."""
-        with self._ready:
-            return self._ready.wait_for(lambda: not self._queued and not self._busy, timeout)
-
-    def close(self, timeout: float) -> bool:
-        flushed = self.flush(timeout)
-        with self._ready:
-            self._closed = True
-            self._queued.clear()
-            self._ready.notify_all()
-        self._thread.join(timeout if flushed else 0.1)
-        return flushed
-
-    def _loop(self) -> None:
-        while True:
-            with self._ready:
-                self._ready.wait_for(lambda: self._queued or self._closed)
-                if self._closed:
-                    return
-                batch, self._queued, self._busy = list(self._queued.values()), {}, True
-            try:
-                self._write(batch)
-            except Exception as exc:                 # StoreError, or a bug: either way, report
-                with self._ready:                    # later writes must not land without these
-                    dropped, self._queued = len(self._queued), {}
-                log.error("instance writes failed", dropped_after=dropped, reason=str(exc))
-                self._failed(exc)
-            finally:
-                with self._ready:
-                    self._busy = False
-                    self._ready.notify_all()

@@ -5,6 +5,7 @@ the pruning rules, and the standalone election."""
 import dataclasses
 import json
 import os
+import threading
 import uuid
 
 import pytest
@@ -242,6 +243,7 @@ def test_directory_layout(folder):
     root = deploy(store, empty_root(), put_app(empty_root(), make_app("/product/web")), NOW)
     store.save_instance(make_instance(find_app(root, P("/product/web"))))
     store.save_framework_id("fw")
+    store.sync()                              # instances are written behind the caller
     assert (folder / "group" / "root.json").exists()
     assert (folder / "group" / "root" / f"{safe_name(root.version)}.json").exists()
     assert (folder / "app" / "%2Fproduct%2Fweb" / f"{safe_name(root.version)}.json").exists()
@@ -260,6 +262,7 @@ def test_only_instance_writes_skip_fsync(folder, monkeypatch):
     for n in range(20):
         store.save_instance(make_instance(app, n))
     store.delete_instance(make_instance(app, 0).instance_id)
+    store.sync()
     assert synced == []
     store.save_deployment({"id": "d1"})
     assert len(synced) == 2                   # the file, then its directory
@@ -267,6 +270,46 @@ def test_only_instance_writes_skip_fsync(folder, monkeypatch):
     store.save_framework_id("fw")
     deploy(store, empty_root(), put_app(empty_root(), app), NOW)
     assert len(synced) >= 5
+
+
+def test_instance_writes_go_behind_the_caller_and_sync_waits_for_them(folder, monkeypatch):
+    store = DirectoryStore(folder)
+    writers = set()
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (writers.add(threading.current_thread().name),
+                                                     real_replace(a, b)))
+    app = next_version(None, make_app("/web"), NOW)
+    latest = {}
+    for n in range(100):
+        for state in ("TASK_STAGING", "TASK_STARTING", "TASK_RUNNING"):
+            latest[n] = make_instance(app, n, state)
+            store.save_instance(latest[n])
+    for n in range(0, 100, 4):
+        store.delete_instance(latest.pop(n).instance_id)
+    store.sync()
+    assert writers == {"marathon-store-writer"}
+    on_disk = sorted(p.name for p in (folder / "instance").iterdir())
+    assert on_disk == sorted(f"{i.instance_id}.json" for i in latest.values())
+    assert DirectoryStore(folder).load().instances == sorted(latest.values(),
+                                                             key=lambda i: i.instance_id)
+
+
+def test_a_failed_instance_write_fails_the_store(folder):
+    failures = []
+    store = DirectoryStore(folder, on_failure=failures.append)
+    (folder / "instance").write_text("not a directory")      # no instance file can be made
+    app = next_version(None, make_app("/web"), NOW)
+    store.save_instance(make_instance(app, 1))                # returns at once
+    with pytest.raises(StoreError, match="failed earlier"):
+        store.sync()                                          # so nothing is launched on it
+    assert len(failures) == 1 and "could not write" in str(failures[0])
+    with pytest.raises(StoreError, match="failed earlier"):
+        store.save_deployment({"id": "d1"})
+    (folder / "instance").unlink()
+    assert store.load().instances == []                       # what was really written
+    store.save_instance(make_instance(app, 2))
+    store.sync()
+    assert [i.instance_id for i in store.load().instances] == [make_instance(app, 2).instance_id]
 
 
 def test_damaged_records_are_skipped_and_reported(folder):
