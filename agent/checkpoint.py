@@ -5,6 +5,7 @@
         boot_id                                      the host boot the rest belongs to
         agent_id                                     the id the master gave this agent
         frameworks/<fid>/tasks/<tid>@<cid>           one TaskCheckpoint per run of a task
+        frameworks/<fid>/tasks/<tid>@<cid>.acks      uuids of its updates acknowledged since
 
 One flat file per run (a container id is a uuid, so the last '@' splits the name): a launch
 creates no directory, and a task's ids can be read from its file name even when its content
@@ -19,11 +20,18 @@ which are written on every launch and status change, are not: their fsyncs would
 agent's launch rate on a busy disk and protect nothing. A task file is msgpack with a CRC32, so
 a truncated or damaged file is detected instead of misread.
 
+An acknowledgement is appended to the run's `.acks` journal (a line of hex) instead of
+rewriting its record: two of a task's four checkpoint writes were acknowledgements, and a
+rename over an existing file costs the file system far more than an append (Mesos journals
+acknowledgements the same way, in `task.updates`). Recovery drops the journalled uuids from the
+record's pending updates; the next record written makes the journal moot and removes it.
+
     checkpoint = Checkpoint(work_dir)
     recovered = checkpoint.recover(current_boot_id(), strict=True)   # or CheckpointError
     checkpoint.save_boot_id(current_boot_id())
     checkpoint.save_agent_id("M-S0")
     checkpoint.save_task(record)       # before the launch, and on changes after it
+    checkpoint.save_ack(framework_id, task_id, container_id, uuid)   # an update acknowledged
     checkpoint.remove_task(framework_id, task_id, container_id)   # its last update acknowledged
 """
 from __future__ import annotations
@@ -42,6 +50,7 @@ from meseta.log import get_logger
 log = get_logger("meseta.agent.checkpoint")
 
 FORMAT = 1
+ACKS = ".acks"                  # suffix of a run's acknowledgement journal
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
 
@@ -142,12 +151,25 @@ class Checkpoint:
                             f"{task_id}@{container_id}")
 
     def save_task(self, record: TaskCheckpoint) -> None:
+        """Write the run's record; its pending updates are the truth from now on, so its
+        acknowledgement journal goes."""
         path = self.task_path(record.framework_id, record.task.task_id, record.container_id)
         write_atomic(path, encode_task(record), durable=False)
+        _unlink(path + ACKS)
+
+    def save_ack(self, framework_id: str, task_id: str, container_id: str, uuid: bytes) -> None:
+        """Journal that the run's update `uuid` was acknowledged (an append, not a rewrite)."""
+        path = self.task_path(framework_id, task_id, container_id) + ACKS
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, uuid.hex().encode() + b"\n")   # one write: a crash tears the last line
+        finally:
+            os.close(fd)
 
     def remove_task(self, framework_id: str, task_id: str, container_id: str) -> None:
-        """Remove a run's file, and its framework's directories once they are empty."""
+        """Remove a run's files, and its framework's directories once they are empty."""
         path = self.task_path(framework_id, task_id, container_id)
+        _unlink(path + ACKS)
         try:
             os.unlink(path)
         except FileNotFoundError:
@@ -198,6 +220,9 @@ class Checkpoint:
                 recovered.broken.append(BrokenTask(framework_id, task_id, container_id, path,
                                                    problem))
                 continue
+            acked = _read_acks(path + ACKS)
+            if acked:
+                record.pending = [s for s in record.pending if s.uuid not in acked]
             recovered.tasks.append(record)
         return recovered
 
@@ -214,7 +239,8 @@ class Checkpoint:
         for framework_id in _listdir(frameworks, directories=True):
             tasks = os.path.join(frameworks, framework_id, "tasks")
             for name in _listdir(tasks, directories=False):
-                yield framework_id, name, os.path.join(tasks, name)
+                if not name.endswith(ACKS):             # read with its run's record
+                    yield framework_id, name, os.path.join(tasks, name)
 
 
 # --------------------------------------------------------------------------- file helpers
@@ -250,6 +276,33 @@ def _makedirs(directory: str, durable: bool) -> None:
         return
     if durable:
         _fsync_dir(parent)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _read_acks(path: str) -> set[bytes]:
+    """The uuids in an acknowledgement journal; a torn last line (a crash mid-append) is not
+    one, and an unreadable journal acknowledges nothing (those updates are only sent again)."""
+    try:
+        with open(path, "rb") as handle:
+            lines = handle.read().split(b"\n")
+    except FileNotFoundError:
+        return set()
+    except OSError as exc:
+        log.error("cannot read an acknowledgement journal", path=path, error=str(exc))
+        return set()
+    acked = set()
+    for line in lines[:-1]:                         # the part after the last newline is torn
+        try:
+            acked.add(bytes.fromhex(line.decode("ascii")))
+        except ValueError:
+            log.error("skipping a damaged acknowledgement", path=path)
+    return acked
 
 
 def _fsync_dir(directory: str) -> None:

@@ -557,7 +557,12 @@ class AgentDaemon:
                     self.checkpoint.remove_task(task.framework_id, task.info.task_id,
                                                 task.container_id)
                 else:
-                    self._save(task)
+                    try:
+                        self.checkpoint.save_ack(task.framework_id, task.info.task_id,
+                                                 task.container_id, uuid_)
+                    except OSError as error:   # a restart only sends the update again
+                        log.error("cannot checkpoint an acknowledgement",
+                                  task_id=task.info.task_id, error=str(error))
                 return
 
     def _pending(self, task: RunningTask) -> list[proto.TaskStatus]:
@@ -604,6 +609,8 @@ class AgentDaemon:
                    grace: float = 0.0) -> None:
         if task.container is None or task.kill_requested:
             return
+        log.info("killing task", task_id=task.info.task_id, grace_seconds=grace,
+                 reason=override[1] if override else None)
         task.kill_requested = True
         task.kill_reason = override
         self.health.stop(task.container_id)

@@ -92,9 +92,11 @@ def finish_while_down(sandbox: str, status: int, pid: int) -> None:
 
 
 def checkpointed_tasks(cluster) -> list[str]:
-    """Paths of the task files in the agent's checkpoint (meta/frameworks/<fid>/tasks/)."""
+    """Paths of the task records in the agent's checkpoint (meta/frameworks/<fid>/tasks/), not
+    their acknowledgement journals (`.acks`)."""
     meta = os.path.join(cluster.work_dir, "agent0", "meta", "frameworks")
-    return [os.path.join(root, name) for root, _, files in os.walk(meta) for name in files]
+    return [os.path.join(root, name) for root, _, files in os.walk(meta) for name in files
+            if not name.endswith(".acks")]
 
 
 def crash_and_restart(cluster, while_down=lambda: None):
@@ -116,6 +118,12 @@ def test_a_restarted_agent_takes_back_its_running_tasks(cluster):
         agent_id = launch(sched, driver, {"long-0": "sleep 600", "long-1": "sleep 600"})
         pids = running_pids(sched, ["long-0", "long-1"])
         started = {task_id: psutil.Process(pid).create_time() for task_id, pid in pids.items()}
+        journals = [p + ".acks" for p in checkpointed_tasks(cluster)]
+        deadline = time.monotonic() + 10            # STARTING and RUNNING acknowledged
+        while not all(os.path.exists(j) and len(open(j).read().split()) == 2 for j in journals):
+            assert time.monotonic() < deadline, "acknowledgements not journalled"
+            time.sleep(0.05)
+        sent = {task_id: agent_updates(sched, task_id) for task_id in pids}
 
         agent = crash_and_restart(cluster)
 
@@ -132,6 +140,8 @@ def test_a_restarted_agent_takes_back_its_running_tasks(cluster):
         assert {task_id: e["tasks"][0]["state"] for task_id, e in executors.items()} == {
             "long-0": proto.TASK_RUNNING, "long-1": proto.TASK_RUNNING}
         assert not [u for u in sched.updates if u.state in proto.TERMINAL_STATES]
+        # acknowledged before the crash (journalled): not sent again
+        assert {task_id: agent_updates(sched, task_id) for task_id in pids} == sent
 
         # The framework can still kill them, through the agent that adopted them.
         for task_id in pids:

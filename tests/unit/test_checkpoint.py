@@ -194,3 +194,41 @@ def test_checkpointed_updates_rebuild_the_update_stream_in_order(checkpoint):
     assert head.status.uuid == b"a" * 16 and head.latest_state == proto.TASK_RUNNING
     _, following = updates.acknowledge("F-0000", "t1", b"a" * 16, now=1)
     assert following.status.uuid == b"b" * 16
+
+
+def test_acknowledgements_are_journalled_and_drop_their_updates_on_recovery(checkpoint):
+    record = make_record()
+    checkpoint.save_task(record)
+    path = task_path(checkpoint, record)
+    checkpoint.save_ack("F-0000", "t1", "c1", b"a" * 16)
+    with open(path, "rb") as handle:
+        written = handle.read()
+    [recovered] = checkpoint.recover(BOOT).tasks
+    assert recovered.pending == record.pending[1:]
+    checkpoint.save_ack("F-0000", "t1", "c1", b"b" * 16)
+    with open(path, "rb") as handle:
+        assert handle.read() == written           # an append to the journal, not a rewrite
+    [recovered] = checkpoint.recover(BOOT).tasks
+    assert recovered.pending == [] and recovered.state == proto.TASK_RUNNING
+
+
+def test_a_new_record_retires_the_journal_and_removal_takes_both(checkpoint, tmp_path):
+    record = make_record()
+    checkpoint.save_task(record)
+    checkpoint.save_ack("F-0000", "t1", "c1", b"a" * 16)
+    tasks = tmp_path / "meta/frameworks/F-0000/tasks"
+    assert sorted(os.listdir(tasks)) == ["t1@c1", "t1@c1.acks"]
+    checkpoint.save_task(make_record(pending=record.pending[1:]))
+    assert os.listdir(tasks) == ["t1@c1"]
+    checkpoint.save_ack("F-0000", "t1", "c1", b"b" * 16)
+    checkpoint.remove_task("F-0000", "t1", "c1")
+    assert os.listdir(tmp_path / "meta/frameworks") == []
+
+
+def test_a_torn_or_damaged_journal_line_acknowledges_nothing(checkpoint):
+    record = make_record()
+    checkpoint.save_task(record)
+    with open(task_path(checkpoint, record) + ".acks", "wb") as handle:
+        handle.write(b"not hex\n" + (b"b" * 16).hex().encode()[:10])   # a crash mid-append
+    [recovered] = checkpoint.recover(BOOT).tasks
+    assert recovered.pending == record.pending
