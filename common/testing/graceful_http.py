@@ -19,15 +19,22 @@ class Server(ThreadingHTTPServer):
     block_on_close = True
 
 
+class Handler(SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
 def main() -> None:
-    handler = partial(SimpleHTTPRequestHandler, directory=".")
-    handler.log_message = lambda *args: None            # type: ignore[attr-defined]
+    handler = partial(Handler, directory=".")
     server = Server(("127.0.0.1", int(sys.argv[1])), handler)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
-    stop.wait()
+    # Polled: the kernel may run the handler on a request thread, and a wait without a timeout
+    # would not wake for it (the main thread only sees the signal once it runs again).
+    while not stop.wait(0.1):
+        pass
     server.shutdown()               # no more accepts...
     server.socket.close()           # ...and the port closed, so new connections are refused
     server.server_close()           # ...then wait for the requests in flight
