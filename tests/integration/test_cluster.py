@@ -200,6 +200,13 @@ def test_master_state_parses_the_way_mesos_dns_reads_it(cluster, framework):
 
 def test_cli_lists_agents_frameworks_and_tasks(cluster, framework):
     sched, driver = framework
+    offer = sched.take_offers(2)[0]                 # one task running and one ended, its own
+    driver.launch_tasks([offer.id], [
+        TaskInfo(task_id, task_id, offer.agent_id, Resources.parse("cpus:0.1;mem:32"),
+                 CommandInfo(command))
+        for task_id, command in (("listed-live", "sleep 60"), ("listed-done", "true"))])
+    sched.wait_state("listed-live", proto.TASK_RUNNING)
+    sched.wait_state("listed-done", proto.TASK_FINISHED)
     agents = json.loads(cli("agent", "list", "--json", "--master", cluster.master_address).stdout)
     assert len(agents) == 2 and all(a["active"] for a in agents)
     table = cli("agent", "list", "--master", cluster.master_address).stdout
@@ -207,7 +214,10 @@ def test_cli_lists_agents_frameworks_and_tasks(cluster, framework):
     frameworks = json.loads(cli("framework", "list", "--json", "--master", cluster.master_address).stdout)
     assert sched.framework_id in [f["id"] for f in frameworks]
     tasks = json.loads(cli("task", "list", "--all", "--json", "--master", cluster.master_address).stdout)
-    assert {"spread-0", "killme-0"} <= {t["id"] for t in tasks}
+    assert {"listed-live", "listed-done"} <= {t["id"] for t in tasks}
+    active = json.loads(cli("task", "list", "--json", "--master", cluster.master_address).stdout)
+    assert "listed-live" in {t["id"] for t in active} and "listed-done" not in {t["id"] for t in active}
+    driver.kill_task("listed-live")
     missing = cli("task", "kill", "no-such-task", "--master", cluster.master_address)
     assert missing.returncode != 0 and "no active task" in missing.stderr
 
